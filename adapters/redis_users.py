@@ -1,0 +1,133 @@
+"""RedisUserRepository: the example domain's users in their own Redis key namespace.
+
+Every change that touches more than one key runs as one Lua script, so that ids and emails stay
+unique with any number of workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from adapters.redis_errors import translate_errors
+from reference.domain import User
+from reference.errors import Conflict, NotFound
+
+# KEYS: next_id, ids, by_request, by_email   ARGV: name, email, user key prefix, dedupe ttl ms
+_CREATE = """
+local done = redis.call('GET', KEYS[3])
+if done then return {1, tonumber(done)} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {0} end
+local id = redis.call('INCR', KEYS[1])
+redis.call('HSET', ARGV[3] .. id, 'name', ARGV[1], 'email', ARGV[2])
+redis.call('SET', KEYS[4], id)
+redis.call('ZADD', KEYS[2], id, id)
+redis.call('SET', KEYS[3], id, 'PX', ARGV[4])
+return {2, id}
+"""
+
+# KEYS: user   ARGV: new name or '', new email or '', email key prefix, id
+_UPDATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local cur = redis.call('HMGET', KEYS[1], 'name', 'email')
+local name, email = cur[1], cur[2]
+if ARGV[1] ~= '' then name = ARGV[1] end
+if ARGV[2] ~= '' and ARGV[2] ~= email then
+  if redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then return {-1} end
+  redis.call('DEL', ARGV[3] .. email)
+  redis.call('SET', ARGV[3] .. ARGV[2], ARGV[4])
+  email = ARGV[2]
+end
+redis.call('HSET', KEYS[1], 'name', name, 'email', email)
+return {1, name, email}
+"""
+
+# KEYS: user, ids   ARGV: email key prefix, id
+_DELETE = """
+local email = redis.call('HGET', KEYS[1], 'email')
+if not email then return 0 end
+redis.call('DEL', KEYS[1], ARGV[1] .. email)
+redis.call('ZREM', KEYS[2], ARGV[2])
+return 1
+"""
+
+DEDUPE_TTL_MS = 7 * 24 * 3600 * 1000  # longer than any redelivery could take
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisUserRepository:
+    def __init__(self, client: Redis, *, namespace: str = "reference:users:") -> None:
+        self._redis = client
+        ns = namespace
+        self._next_id = ns + "next_id"
+        self._ids = ns + "ids"
+        self._user_prefix = ns + "u:"
+        self._email_prefix = ns + "email:"
+        self._request_prefix = ns + "req:"
+        self._create = client.register_script(_CREATE)
+        self._update = client.register_script(_UPDATE)
+        self._delete = client.register_script(_DELETE)
+
+    @translate_errors
+    async def create(self, name: str, email: str, *, request_id: str) -> User:
+        keys = [self._next_id, self._ids, self._request_prefix + request_id,
+                self._email_prefix + email]
+        reply = await self._create(keys=keys, args=[name, email, self._user_prefix, DEDUPE_TTL_MS])
+        if int(reply[0]) == 0:
+            raise Conflict(f"email already in use: {email}", field="email")
+        user_id = int(reply[1])
+        if int(reply[0]) == 1:
+            # Done before under this request_id (a redelivery): answer what was created then.
+            stored = await self._redis.hmget(self._user_prefix + str(user_id), "name", "email")
+            if stored[0] is not None:
+                return User(user_id, _text(stored[0]), _text(stored[1]))
+        return User(user_id, name, email)
+
+    @translate_errors
+    async def get(self, user_id: int) -> User:
+        name, email = await self._redis.hmget(self._user_prefix + str(user_id), "name", "email")
+        if name is None:
+            raise NotFound(f"no user with ID {user_id}", field="id")
+        return User(user_id, _text(name), _text(email))
+
+    @translate_errors
+    async def list(self, *, limit: int, after: int | None) -> tuple[list[User], int | None]:
+        low = "-inf" if after is None else f"({after}"
+        ids = await self._redis.zrangebyscore(self._ids, low, "+inf", start=0, num=limit + 1)
+        page = [int(i) for i in ids[:limit]]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id in page:
+                pipe.hmget(self._user_prefix + str(user_id), "name", "email")
+            rows = await pipe.execute()
+        users = [
+            User(uid, _text(row[0]), _text(row[1]))
+            for uid, row in zip(page, rows, strict=True)
+            if row[0] is not None
+        ]
+        next_after = page[-1] if len(ids) > limit else None
+        return users, next_after
+
+    @translate_errors
+    async def update(self, user_id: int, *, name: str | None, email: str | None) -> User:
+        reply = await self._update(
+            keys=[self._user_prefix + str(user_id)],
+            args=[name or "", email or "", self._email_prefix, user_id],
+        )
+        if int(reply[0]) == 0:
+            raise NotFound(f"no user with ID {user_id}", field="id")
+        if int(reply[0]) == -1:
+            raise Conflict(f"email already in use: {email}", field="email")
+        return User(user_id, _text(reply[1]), _text(reply[2]))
+
+    @translate_errors
+    async def delete(self, user_id: int) -> None:
+        done = await self._delete(
+            keys=[self._user_prefix + str(user_id), self._ids],
+            args=[self._email_prefix, user_id],
+        )
+        if not done:
+            raise NotFound(f"no user with ID {user_id}", field="id")

@@ -1,0 +1,352 @@
+"""The Sanic application: auth, validation, submit, wait, and the mapping of records to HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+import orjson
+from sanic import Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.response import HTTPResponse, empty, raw
+from sanic_ext import Extend
+from sanic_ext.extensions.openapi.builders import SpecificationBuilder
+
+from reference.api.http_errors import error_body, status_for
+from reference.api.metrics import CONTENT_TYPE, ApiMetrics
+from reference.bootstrap import Services, build
+from reference.errors import (
+    AuthError,
+    BrokerUnavailable,
+    DomainError,
+    StoreUnavailable,
+    ValidationFailed,
+)
+from reference.messages import Principal
+from reference.records import ResultRecord
+from reference.requester import Requester, Waited
+from reference.settings import Settings
+from reference.worker import CoreWorker
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0
+_app_ids = itertools.count(1)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
+    return raw(orjson.dumps(body), status=status, headers=headers,
+               content_type="application/json")
+
+
+def _error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
+           field: str | None = None, **extra: Any) -> HTTPResponse:
+    return _json(error_body(code, message, field=field, **extra), status, headers)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    services: Services | None = None,
+    embedded_worker: bool = False,
+    name: str | None = None,
+) -> Sanic:
+    """The API. With `services` given, the caller owns them (tests); otherwise the app builds
+    them in its serving process, before it starts serving."""
+    app = Sanic(name or f"reference_api_{next(_app_ids)}")
+    app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.REQUEST_ID_HEADER = "X-Request-ID"
+    app.config.OAS_URL_PREFIX = "/docs"
+    app.config.OAS_UI_DEFAULT = "swagger"
+    app.config.CORS = False
+    app.config.API_TITLE = "reference"
+    app.config.API_DESCRIPTION = "Asynchronous request/reply: REST -> RabbitMQ -> worker -> Redis."
+    app.config.API_VERSION = "1"
+    Extend(app)
+    app.ctx.settings = settings
+    app.ctx.metrics = ApiMetrics()
+
+    @app.before_server_start
+    async def _start(app: Sanic) -> None:
+        owned = services is None
+        svc = build(settings) if owned else services
+        assert svc is not None
+        if owned:
+            await svc.start()
+        completion = svc.completion()
+        await completion.start()
+        app.ctx.services = svc
+        app.ctx.owned = owned
+        app.ctx.completion = completion
+        app.ctx.requester = svc.requester(completion)
+        app.ctx.verifier = svc.verifier()
+        app.ctx.worker = None
+        if embedded_worker:
+            worker: CoreWorker = svc.worker()
+            await worker.start()
+            app.ctx.worker = worker
+
+    @app.after_server_stop
+    async def _stop(app: Sanic) -> None:
+        if app.ctx.worker is not None:
+            await app.ctx.worker.stop()
+        await app.ctx.completion.close()
+        if app.ctx.owned:
+            await app.ctx.services.close()
+
+    _install_middleware(app)
+    _install_error_handlers(app)
+    _install_routes(app)
+    return app
+
+
+# --- middleware -------------------------------------------------------------------------------
+
+
+def _install_middleware(app: Sanic) -> None:
+    @app.on_request
+    async def _begin(request: Request) -> None:
+        request.ctx.started = time.perf_counter()
+        request.ctx.request_id = None
+
+    @app.on_response
+    async def _finish(request: Request, response: HTTPResponse) -> None:
+        rid = getattr(request.ctx, "request_id", None) or str(request.id)
+        response.headers["X-Request-ID"] = rid
+        route = request.route.path if request.route else "unmatched"
+        app.ctx.metrics.requests.labels(route or "/", request.method, str(response.status)).inc()
+
+
+def _install_error_handlers(app: Sanic) -> None:
+    @app.exception(AuthError)
+    async def _unauthorized(request: Request, exc: AuthError) -> HTTPResponse:
+        challenge = 'Bearer realm="reference"'
+        if exc.token_present:
+            desc = str(exc).replace('"', "'")
+            challenge += f', error="invalid_token", error_description="{desc}"'
+        return _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": challenge})
+
+    @app.exception(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> HTTPResponse:
+        return _error(status_for(exc.code), exc.code, exc.message, field=exc.field)
+
+    @app.exception(BrokerUnavailable, StoreUnavailable)
+    async def _unavailable(request: Request, exc: Exception) -> HTTPResponse:
+        log.warning("503: %s", exc)
+        return _error(503, "unavailable", str(exc), headers={"Retry-After": "1"})
+
+    @app.exception(SanicException)
+    async def _http(request: Request, exc: SanicException) -> HTTPResponse:
+        status = getattr(exc, "status_code", 500) or 500
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                 413: "too_large"}
+        return _error(status, codes.get(status, "http_error"), str(exc))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.app.ctx.verifier.verify_header(
+        request.headers.get("authorization")
+    )
+    return principal
+
+
+def _body(request: Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(request.body or b"")
+    except orjson.JSONDecodeError:
+        raise SanicException("body is not valid JSON", status_code=400) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("body must be a JSON object", field="body")
+    return data
+
+
+def _user_id(raw_id: str) -> int:
+    if not raw_id.isdigit() or len(raw_id) > 16:
+        raise ValidationFailed("id must be a positive integer", field="id")
+    return int(raw_id)
+
+
+def _wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+def _server_timing(record: ResultRecord, seen_at: int, total_ms: float) -> str:
+    parts = []
+
+    def part(name: str, start: int | None, end: int | None) -> None:
+        if start is not None and end is not None:
+            parts.append(f"{name};dur={max(0, end - start)}")
+
+    part("queue", record.queued_at, record.started_at)
+    part("work", record.started_at, record.finished_at)
+    part("notice", record.finished_at, seen_at)
+    parts.append(f"total;dur={total_ms:.1f}")
+    return ", ".join(parts)
+
+
+def _record_body(request_id: str, record: ResultRecord) -> dict[str, Any]:
+    body = record.to_dict()
+    body.pop("owner", None)
+    return {"request_id": request_id, **body}
+
+
+async def _dispatch(
+    request: Request,
+    principal: Principal,
+    action: str,
+    params: dict[str, Any],
+    *,
+    success_status: int = 200,
+) -> HTTPResponse:
+    """Validate, submit, wait, answer: the whole life of one synchronous-looking call."""
+    requester: Requester = request.app.ctx.requester
+    params = requester.validate(action, params)
+    submitted = await requester.submit(action, params, principal)
+    rid = submitted.request_id
+    request.ctx.request_id = rid
+    location = {"Location": f"/requests/{rid}"}
+    if _wants_async(request):
+        return _json({"request_id": rid, "status": "Queued", "detail": "queued"}, 202,
+                     {**location, "Preference-Applied": "respond-async"})
+    metrics: ApiMetrics = request.app.ctx.metrics
+    metrics.waiting.inc()
+    try:
+        waited = await requester.wait(rid)
+    finally:
+        metrics.waiting.dec()
+    return _answer(request, action, waited, success_status, location)
+
+
+def _answer(request: Request, action: str, waited: Waited, success_status: int,
+            location: dict[str, str]) -> HTTPResponse:
+    rid = waited.request_id
+    record = waited.record
+    if record is None or not record.is_final:
+        status = record.status if record else "Queued"
+        detail = "no final result within the request timeout; read it later at Location"
+        return _json({"request_id": rid, "status": status, "detail": detail}, 504, location)
+    total_ms = (time.perf_counter() - request.ctx.started) * 1000
+    request.app.ctx.metrics.latency.labels(request.route.path).observe(total_ms / 1000)
+    headers = {"Server-Timing": _server_timing(record, waited.seen_at, total_ms)}
+    if record.status != "Success":
+        error = record.error or {"code": "internal", "message": record.detail}
+        status = status_for(record.error_code)
+        if status == 504:
+            headers.update(location)
+        body = {"request_id": rid, "status": record.status, "detail": record.detail,
+                "error": error}
+        return _json(body, status, headers)
+    if success_status == 204:
+        return empty(204, headers=headers)
+    if action == "createUser" and isinstance(record.result, dict):
+        headers["Location"] = f"/users/{record.result['id']}"
+    return _json(record.result, success_status, headers)
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+def _install_routes(app: Sanic) -> None:
+    @app.post("/users")
+    async def create_user(request: Request) -> HTTPResponse:
+        """Create a user from `{name, email}`; 201 with the user and its Location."""
+        principal, body = _authed_body(request)
+        return await _dispatch(request, principal, "createUser", body, success_status=201)
+
+    @app.get("/users")
+    async def list_users(request: Request) -> HTTPResponse:
+        """List users in id order: `?limit=1..100&cursor=<next_cursor>`."""
+        principal = _principal(request)
+        params: dict[str, Any] = {}
+        limit = request.args.get("limit")
+        if limit is not None:
+            if not limit.lstrip("-").isdigit():
+                raise ValidationFailed("limit must be an integer", field="limit")
+            params["limit"] = int(limit)
+        cursor = request.args.get("cursor")
+        if cursor is not None:
+            params["cursor"] = cursor
+        return await _dispatch(request, principal, "listUsers", params)
+
+    @app.get("/users/<user_id>")
+    async def get_user(request: Request, user_id: str) -> HTTPResponse:
+        """One user by its integer id."""
+        principal = _principal(request)
+        return await _dispatch(request, principal, "getUser", {"id": _user_id(user_id)})
+
+    @app.put("/users/<user_id>")
+    async def update_user(request: Request, user_id: str) -> HTTPResponse:
+        """Change a user's name and/or email."""
+        principal, body = _authed_body(request)
+        if "id" in body:
+            raise ValidationFailed("the id comes from the path, not the body", field="id")
+        params = {**body, "id": _user_id(user_id)}
+        return await _dispatch(request, principal, "updateUser", params)
+
+    @app.delete("/users/<user_id>")
+    async def delete_user(request: Request, user_id: str) -> HTTPResponse:
+        """Delete a user; 204."""
+        principal = _principal(request)
+        return await _dispatch(request, principal, "deleteUser", {"id": _user_id(user_id)},
+                               success_status=204)
+
+    @app.post("/jobs")
+    async def run_job(request: Request) -> HTTPResponse:
+        """A demo long job: `{duration_ms, steps?, fail?}`, reporting progress as it goes."""
+        principal, body = _authed_body(request)
+        return await _dispatch(request, principal, "runJob", body)
+
+    @app.get("/requests/<request_id>")
+    async def read_request(request: Request, request_id: str) -> HTTPResponse:
+        """The result record of a request you made; 404 if unknown, expired, or not yours."""
+        principal = _principal(request)
+        record = await request.app.ctx.requester.read(request_id)
+        if record is None or record.owner is None or record.owner != principal.sub:
+            return _error(404, "not_found", "no such request (unknown, expired, or not yours)")
+        request.ctx.request_id = request_id
+        return _json(_record_body(request_id, record))
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> HTTPResponse:
+        """Liveness: the process answers."""
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> HTTPResponse:
+        """Readiness: broker and store answer within a few seconds."""
+        svc: Services = request.app.ctx.services
+        checks = {"broker": svc.broker.ping(), "store": svc.results.ping()}
+        report: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check, READY_TIMEOUT_S)
+                report[name] = "ok"
+            except (BrokerUnavailable, StoreUnavailable, TimeoutError) as exc:
+                report[name] = f"unavailable: {exc or 'timeout'}"
+        ready = all(v == "ok" for v in report.values())
+        return _json({"status": "ready" if ready else "unavailable", **report},
+                     200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        """Prometheus text format."""
+        return raw(request.app.ctx.metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.get("/openapi.json")
+    async def openapi_json(request: Request) -> HTTPResponse:
+        """The OpenAPI document (also at /docs/openapi.json)."""
+        return _json(SpecificationBuilder().build(request.app).serialize())
+
+
+
+def _authed_body(request: Request) -> tuple[Principal, dict[str, Any]]:
+    """Authenticate first (401 beats 400), then parse the JSON body."""
+    return _principal(request), _body(request)

@@ -1,0 +1,121 @@
+"""JWT: verify bearer tokens (SPEC §4) and sign them for `reference token`."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from reference.errors import AuthError, ConfigError
+from reference.messages import Principal
+from reference.settings import Settings
+
+_SYMMETRIC = {"HS256", "HS384", "HS512"}
+
+
+@dataclass(frozen=True, slots=True)
+class JwtKeys:
+    """What verifies tokens, and (when we hold a secret) what signs them."""
+
+    verify_key: Any
+    algorithms: tuple[str, ...]
+    signing_key: str | None
+    ephemeral: bool = False  # a secret made up at start-up, for the in-memory default only
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JwtKeys:
+        if settings.jwt_secret and settings.jwt_public_key_file:
+            raise ConfigError("set REFERENCE_JWT_SECRET or REFERENCE_JWT_PUBLIC_KEY_FILE, not both")
+        if settings.jwt_public_key_file:
+            path = Path(settings.jwt_public_key_file)
+            try:
+                key = path.read_text()
+            except OSError as exc:
+                raise ConfigError(f"cannot read JWT public key {path}: {exc.strerror}") from None
+            algorithms = settings.jwt_algorithms or ("RS256",)
+            if set(algorithms) & _SYMMETRIC:
+                raise ConfigError("a public key cannot verify HS* algorithms")
+            return cls(key, algorithms, None)
+        if settings.jwt_secret:
+            secret = settings.jwt_secret
+            return cls(secret, settings.jwt_algorithms or ("HS256",), secret)
+        if settings.all_memory:
+            secret = secrets.token_urlsafe(32)
+            return cls(secret, ("HS256",), secret, ephemeral=True)
+        raise ConfigError(
+            "no JWT key configured: set REFERENCE_JWT_SECRET or REFERENCE_JWT_PUBLIC_KEY_FILE "
+            "(only the all-memory:// default makes up a key of its own)"
+        )
+
+
+class JwtVerifier:
+    def __init__(self, keys: JwtKeys, *, audience: str | None, issuer: str | None) -> None:
+        self._keys = keys
+        self._audience = audience
+        self._issuer = issuer
+        required = ["exp", "sub"]
+        if audience:
+            required.append("aud")
+        if issuer:
+            required.append("iss")
+        self._options: dict[str, Any] = {"require": required}
+
+    def verify_header(self, header: str | None) -> Principal:
+        """Turn an Authorization header into a Principal, or raise AuthError."""
+        if not header:
+            raise AuthError("no bearer token", token_present=False)
+        scheme, _, token = header.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthError("Authorization must be 'Bearer <token>'", token_present=True)
+        return self.verify(token)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys.verify_key,
+                algorithms=list(self._keys.algorithms),
+                audience=self._audience,
+                issuer=self._issuer,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired", token_present=True) from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token not yet valid", token_present=True) from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}", token_present=True) from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise AuthError("sub must be a non-empty string", token_present=True)
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise AuthError("roles must be a list of strings", token_present=True)
+        return Principal(sub=sub, roles=tuple(roles))
+
+
+def sign_token(
+    keys: JwtKeys,
+    *,
+    sub: str,
+    roles: tuple[str, ...] = (),
+    ttl_s: int = 3600,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    if keys.signing_key is None:
+        raise ConfigError("only a public key is configured: it can verify tokens, not sign them")
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "nbf": now, "exp": now + ttl_s}
+    if roles:
+        claims["roles"] = list(roles)
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, keys.signing_key, algorithm=keys.algorithms[0])

@@ -1,0 +1,148 @@
+"""The composition root: settings in, connected services out, shared by API and worker.
+
+A URL scheme picks the adapter from a table of lazy import paths, so that `reference/` never
+imports a driver and nothing is imported (or connected) before it is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from reference.auth import JwtKeys, JwtVerifier
+from reference.completion import PollingCompletion
+from reference.errors import BrokerUnavailable, ConfigError, StartupError, StoreUnavailable
+from reference.ports import Completion, MessageBroker, ResultStore, UserRepository
+from reference.requester import Requester
+from reference.settings import Settings
+from reference.worker import CoreWorker, WorkerConfig
+
+log = logging.getLogger(__name__)
+
+BROKER_SCHEMES: dict[str, str] = {
+    "memory": "fakes.wiring:memory_broker",
+    "amqp": "adapters.rabbitmq:rabbitmq_broker",
+    "amqps": "adapters.rabbitmq:rabbitmq_broker",
+}
+STORE_SCHEMES: dict[str, str] = {
+    "memory": "fakes.wiring:memory_stores",
+    "redis": "adapters.redis_wiring:redis_stores",
+    "rediss": "adapters.redis_wiring:redis_stores",
+    "unix": "adapters.redis_wiring:redis_stores",
+}
+
+
+def _factory(table: dict[str, str], url: str, what: str) -> Any:
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(f"bad {what} URL {url!r}: {exc}") from None
+    scheme = parts.scheme
+    if scheme not in table:
+        known = ", ".join(f"{s}://" for s in sorted(table))
+        raise ConfigError(f"unknown {what} URL scheme in {url!r}: use one of {known}")
+    if scheme != "memory" and scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"bad {what} URL {url!r}: no host")
+    module, _, name = table[scheme].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class MemoryBackends:
+    """The in-memory servers behind memory:// URLs; share one to connect several services."""
+
+    broker: Any = None
+    redis: Any = None
+
+
+@dataclass
+class Services:
+    settings: Settings
+    broker: MessageBroker
+    results: ResultStore
+    users: UserRepository
+    keys: JwtKeys | None
+    memory: MemoryBackends = field(default_factory=MemoryBackends)
+    _started: bool = False
+
+    def verifier(self) -> JwtVerifier:
+        if self.keys is None:
+            raise ConfigError("no JWT key configured")
+        return JwtVerifier(self.keys, audience=self.settings.jwt_audience,
+                           issuer=self.settings.jwt_issuer)
+
+    def completion(self) -> Completion:
+        s = self.settings
+        if s.completion != "poll":
+            raise ConfigError(f"REFERENCE_COMPLETION={s.completion} is not built yet; use poll")
+        return PollingCompletion(self.results, interval_s=s.poll_interval_ms / 1000)
+
+    def requester(self, completion: Completion) -> Requester:
+        s = self.settings
+        return Requester(self.broker, self.results, completion, queue=s.queue,
+                         result_ttl_s=s.result_ttl_s, request_timeout_s=s.request_timeout_s)
+
+    def worker(self, *, concurrency: int | None = None, worker_id: str | None = None) -> CoreWorker:
+        s = self.settings
+        config = WorkerConfig(
+            queue=s.queue, concurrency=concurrency or s.concurrency, result_ttl_s=s.result_ttl_s,
+            running_ttl_s=s.running_ttl_s, claim_ttl_s=s.claim_ttl_s,
+            shutdown_timeout_s=s.shutdown_timeout_s,
+        )
+        return CoreWorker(self.broker, self.results, self.users, config, worker_id=worker_id)
+
+    async def start(self) -> None:
+        """Connect to broker and store (retrying up to connect_timeout), declare the queue."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s
+        pause = 0.1
+        while True:
+            try:
+                await self.broker.connect()
+                await self.results.ping()
+                await self.broker.declare_queue(self.settings.queue)
+                break
+            except (BrokerUnavailable, StoreUnavailable) as exc:
+                if time.monotonic() + pause > deadline:
+                    raise StartupError(
+                        f"could not reach the broker or store within "
+                        f"{self.settings.connect_timeout_s:g} s: {exc}"
+                    ) from None
+                log.warning("waiting for broker/store: %s", exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
+        self._started = True
+
+    async def close(self) -> None:
+        for close in (self.broker.close, self.results.close):
+            try:
+                await close()
+            except Exception:  # closing must not mask the reason we stop
+                log.exception("error while closing")
+
+
+def build(
+    settings: Settings,
+    *,
+    memory: MemoryBackends | None = None,
+    require_key: bool = True,
+) -> Services:
+    """Turn settings into (unconnected) services. Does no I/O."""
+    memory = memory or MemoryBackends()
+    broker_factory = _factory(BROKER_SCHEMES, settings.broker_url, "broker")
+    store_factory = _factory(STORE_SCHEMES, settings.store_url, "store")
+    keys = JwtKeys.from_settings(settings) if require_key else None
+    broker = broker_factory(settings, memory)
+    results, users = store_factory(settings, memory)
+    return Services(settings, broker, results, users, keys, memory)
+
+
+def check_urls(settings: Settings) -> None:
+    """Fail early, in one line, on a URL that can never work."""
+    _factory(BROKER_SCHEMES, settings.broker_url, "broker")
+    _factory(STORE_SCHEMES, settings.store_url, "store")

@@ -1,0 +1,132 @@
+"""The ports of the core, declared once. Adapters and fakes satisfy them structurally."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from reference.domain import User
+from reference.records import ResultRecord
+
+
+class Delivery(Protocol):
+    """One delivery of a message to a consumer; settled exactly once by ack or reject."""
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def redelivered(self) -> bool: ...
+
+    @property
+    def delivery_count(self) -> int:
+        """1 on the first delivery, 2 on the first redelivery, and so on."""
+        ...
+
+    @property
+    def message_id(self) -> str | None: ...
+
+    async def ack(self) -> None: ...
+
+    async def reject(self, *, requeue: bool) -> None:
+        """Hand the message back (requeue) or dead-letter it to `<queue>.dlq` (no requeue)."""
+        ...
+
+
+DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+
+
+class Subscription(Protocol):
+    """A running consumer; cancelling stops new deliveries but leaves unacked ones to settle."""
+
+    async def cancel(self) -> None: ...
+
+
+class MessageBroker(Protocol):
+    """A RabbitMQ-like broker: durable FIFO queues with acks, requeue and dead-lettering."""
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None:
+        """Close the connection; unsettled deliveries go back to their queue as redelivered."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable unless the broker answers."""
+        ...
+
+    async def declare_queue(self, queue: str) -> None:
+        """Declare the durable queue and its dead-letter queue `<queue>.dlq`."""
+        ...
+
+    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
+        """Publish persistently and return once the broker has confirmed it."""
+        ...
+
+    async def consume(
+        self, queue: str, handler: DeliveryHandler, *, prefetch: int
+    ) -> Subscription:
+        """Deliver messages to `handler`, never more than `prefetch` unsettled at once."""
+        ...
+
+    async def get(self, queue: str) -> Delivery | None:
+        """Take one message without a consumer (AMQP basic.get), or None if the queue is empty."""
+        ...
+
+    async def message_count(self, queue: str) -> int:
+        """Messages ready in the queue (not counting unsettled deliveries)."""
+        ...
+
+
+class ResultStore(Protocol):
+    """Result records keyed by request_id, plus the claims that keep work from running twice."""
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def put(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
+        """Write the record with a TTL; return False (and write nothing) if a final one is there."""
+        ...
+
+    async def get(self, request_id: str) -> ResultRecord | None: ...
+
+    async def get_many(self, request_ids: Sequence[str]) -> list[ResultRecord | None]: ...
+
+    async def claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:
+        """Take the claim on a request unless someone else holds it; True if we hold it now."""
+        ...
+
+    async def renew_claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool: ...
+
+    async def release_claim(self, request_id: str, holder: str) -> None: ...
+
+
+class UserRepository(Protocol):
+    """The example domain's users: integer ids, unique emails."""
+
+    async def create(self, name: str, email: str, *, request_id: str) -> User:
+        """Create a user; a second call with the same request_id returns the same user."""
+        ...
+
+    async def get(self, user_id: int) -> User: ...
+
+    async def list(self, *, limit: int, after: int | None) -> tuple[list[User], int | None]:
+        """Users with ids above `after`, in id order, and the cursor of the next page."""
+        ...
+
+    async def update(self, user_id: int, *, name: str | None, email: str | None) -> User: ...
+
+    async def delete(self, user_id: int) -> None: ...
+
+
+class Completion(Protocol):
+    """How the API learns that a request's record became final (SPEC §6 `completion`)."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def wait_final(self, request_id: str, timeout_s: float) -> ResultRecord | None:
+        """The final record, or the last record seen (or None) once `timeout_s` has passed."""
+        ...

@@ -1,0 +1,95 @@
+"""The API's side of the core: turn a call into a queued request, then wait for its result."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from reference import actions
+from reference.clock import now_ms
+from reference.errors import BrokerUnavailable, StoreUnavailable
+from reference.messages import Principal, RequestMessage, encode
+from reference.ports import Completion, MessageBroker, ResultStore
+from reference.records import FAIL, QUEUED, ResultRecord
+
+NOT_QUEUED_TTL_S = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    request_id: str
+    queued_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Waited:
+    request_id: str
+    record: ResultRecord | None  # final, or the last seen when the wait timed out
+    seen_at: int  # epoch ms when the API saw it
+
+    @property
+    def is_final(self) -> bool:
+        return self.record is not None and self.record.is_final
+
+
+class Requester:
+    def __init__(
+        self,
+        broker: MessageBroker,
+        results: ResultStore,
+        completion: Completion,
+        *,
+        queue: str,
+        result_ttl_s: float,
+        request_timeout_s: float,
+    ) -> None:
+        self._broker = broker
+        self._results = results
+        self._completion = completion
+        self._queue = queue
+        self._result_ttl_s = result_ttl_s
+        self.request_timeout_s = request_timeout_s
+
+    @staticmethod
+    def validate(action: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Check params before anything is published (raises ValidationFailed/UnknownAction)."""
+        return actions.validate(action, params)
+
+    async def submit(
+        self,
+        action: str,
+        params: dict[str, Any],
+        principal: Principal,
+        *,
+        deadline: int | None = None,
+    ) -> Submitted:
+        """Write Queued, then publish and wait for the broker's confirm.
+
+        Raises StoreUnavailable before publishing, BrokerUnavailable if not confirmed."""
+        request_id = str(uuid.uuid4())
+        queued_at = now_ms()
+        queued = ResultRecord(status=QUEUED, detail="queued", owner=principal.sub,
+                              queued_at=queued_at, updated_at=queued_at)
+        await self._results.put(request_id, queued, ttl_s=self._result_ttl_s)
+        message = RequestMessage(action, params, request_id, principal=principal,
+                                 deadline=deadline)
+        try:
+            await self._broker.publish(self._queue, encode(message), message_id=request_id)
+        except BrokerUnavailable:
+            failed = queued.evolve(status=FAIL, detail="not queued: the broker was unavailable",
+                                   error={"code": "unavailable", "message": "broker unavailable"})
+            # Best effort: the client gets a 503 either way.
+            with contextlib.suppress(StoreUnavailable):
+                await self._results.put(request_id, failed, ttl_s=NOT_QUEUED_TTL_S)
+            raise
+        return Submitted(request_id, queued_at)
+
+    async def wait(self, request_id: str, timeout_s: float | None = None) -> Waited:
+        timeout = self.request_timeout_s if timeout_s is None else timeout_s
+        record = await self._completion.wait_final(request_id, timeout)
+        return Waited(request_id, record, now_ms())
+
+    async def read(self, request_id: str) -> ResultRecord | None:
+        return await self._results.get(request_id)

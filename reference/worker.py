@@ -1,0 +1,261 @@
+"""The core worker: consume request messages, run their actions, write their result records.
+
+Per delivery (SPEC §2-§3): decode (poison -> dead-letter), skip if the record is already final,
+claim the request, check deadline and params, write Running, run the action with progress,
+write exactly one final record, release the claim, and only then ack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from reference import actions
+from reference.clock import now_ms
+from reference.errors import (
+    BrokerUnavailable,
+    DeadlineExceeded,
+    DeliveryAlreadySettled,
+    DomainError,
+    PoisonMessage,
+    StoreUnavailable,
+    ValidationFailed,
+)
+from reference.messages import RequestMessage, decode
+from reference.ports import Delivery, MessageBroker, ResultStore, Subscription, UserRepository
+from reference.records import FAIL, RUNNING, SUCCESS, ResultRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    queue: str = "request_message"
+    concurrency: int = 16
+    result_ttl_s: float = 3600.0
+    running_ttl_s: float = 600.0
+    claim_ttl_s: float = 10.0
+    shutdown_timeout_s: float = 10.0
+    retry_delay_s: float = 0.5  # pause before handing back work that hit a store outage
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class CoreWorker:
+    def __init__(
+        self,
+        broker: MessageBroker,
+        results: ResultStore,
+        users: UserRepository,
+        config: WorkerConfig,
+        *,
+        worker_id: str | None = None,
+    ) -> None:
+        self._broker = broker
+        self._results = results
+        self._users = users
+        self._config = config
+        self.worker_id = worker_id or make_worker_id()
+        self._subscription: Subscription | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self.processed = 0  # final records this worker wrote
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        await self._broker.declare_queue(self._config.queue)
+        self._subscription = await self._broker.consume(
+            self._config.queue, self._on_delivery, prefetch=self._config.concurrency
+        )
+        log.info("worker %s consuming %s", self.worker_id, self._config.queue)
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        task = asyncio.get_running_loop().create_task(self.handle(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight work finish within the bound, hand back the rest."""
+        self._stopping.set()
+        if self._subscription is not None:
+            with contextlib.suppress(BrokerUnavailable):
+                await self._subscription.cancel()
+            self._subscription = None
+        if self._tasks:
+            _, pending = await asyncio.wait(
+                set(self._tasks), timeout=self._config.shutdown_timeout_s
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("handing back %d requests still running at shutdown", len(pending))
+                await asyncio.wait(pending, timeout=self._config.shutdown_timeout_s)
+
+    # --- one delivery ---------------------------------------------------------------------
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            await self._handle(delivery)
+        except asyncio.CancelledError:
+            await self._hand_back(delivery)
+            raise
+        except StoreUnavailable as exc:
+            log.warning("store unavailable, handing the message back: %s", exc)
+            await asyncio.sleep(self._config.retry_delay_s)
+            await self._hand_back(delivery)
+        except BrokerUnavailable as exc:
+            # The ack could not be sent; the broker redelivers and the record is final by now.
+            log.warning("broker unavailable while settling a delivery: %s", exc)
+
+    async def _hand_back(self, delivery: Delivery) -> None:
+        with contextlib.suppress(BrokerUnavailable, DeliveryAlreadySettled):
+            await delivery.reject(requeue=True)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            message = decode(delivery.body)
+        except PoisonMessage as exc:
+            await self._dead_letter(delivery, exc)
+            return
+        rid = message.request_id
+        record = await self._results.get(rid)
+        if record is not None and record.is_final:
+            await delivery.ack()
+            return
+        if not await self._results.claim(rid, self.worker_id, ttl_s=self._config.claim_ttl_s):
+            record = await self._wait_for_holder(rid)
+            if record is None:  # we are stopping: someone else will take it
+                await self._hand_back(delivery)
+                return
+            if record.is_final:
+                await delivery.ack()
+                return
+        try:
+            await self._run(message, record)
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                await self._results.release_claim(rid, self.worker_id)
+        await delivery.ack()
+
+    async def _wait_for_holder(self, rid: str) -> ResultRecord | None:
+        """Another live worker holds the claim: wait until it finishes or its claim expires.
+
+        Returns the final record, a non-final record once we hold the claim, or None when the
+        worker is stopping.
+        """
+        pause = self._config.claim_ttl_s / 4
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            record = await self._results.get(rid)
+            if record is not None and record.is_final:
+                return record
+            if await self._results.claim(rid, self.worker_id, ttl_s=self._config.claim_ttl_s):
+                return record or ResultRecord(status=RUNNING, detail="")
+        return None
+
+    async def _dead_letter(self, delivery: Delivery, exc: PoisonMessage) -> None:
+        log.warning("poison message dead-lettered (request_id=%s): %s", exc.request_id, exc.reason)
+        if exc.request_id is not None:
+            now = now_ms()
+            record = ResultRecord(
+                status=FAIL,
+                detail=f"malformed message: {exc.reason}",
+                error={"code": ValidationFailed.code, "message": exc.reason},
+                updated_at=now,
+                finished_at=now,
+            )
+            with contextlib.suppress(StoreUnavailable):
+                await self._results.put(exc.request_id, record, ttl_s=self._config.result_ttl_s)
+        await delivery.reject(requeue=False)
+
+    async def _run(self, message: RequestMessage, known: ResultRecord | None) -> None:
+        cfg = self._config
+        rid = message.request_id
+        started = now_ms()
+        owner = known.owner if known and known.owner else (
+            message.principal.sub if message.principal else None
+        )
+        base = ResultRecord(
+            status=RUNNING,
+            detail="running",
+            owner=owner,
+            queued_at=known.queued_at if known else None,
+            started_at=started,
+            updated_at=started,
+        )
+        try:
+            if message.deadline is not None and started > message.deadline:
+                raise DeadlineExceeded(
+                    f"deadline passed {started - message.deadline} ms before the work could start"
+                )
+            if message.version != 1:
+                raise ValidationFailed(f"unsupported message version {message.version}",
+                                       field="version")
+            action = actions.lookup(message.action)
+            params = action.validate(message.params)
+        except DomainError as exc:
+            await self._finish(rid, base, exc)
+            return
+
+        await self._results.put(rid, base.evolve(progress=0), ttl_s=cfg.running_ttl_s)
+
+        async def report_progress(percent: int, detail: str) -> None:
+            now = now_ms()
+            update = base.evolve(progress=percent, detail=detail, updated_at=now)
+            await self._results.put(rid, update, ttl_s=cfg.running_ttl_s)
+
+        context = actions.ActionContext(rid, self._users, report_progress, message.principal)
+        renewer = asyncio.get_running_loop().create_task(self._renew_claim(rid))
+        try:
+            outcome: Any = await action.run(context, params)
+        except DomainError as exc:
+            outcome = exc
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("action %s failed for request %s", message.action, rid)
+            outcome = exc
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        await self._finish(rid, base, outcome)
+
+    async def _finish(self, rid: str, base: ResultRecord, outcome: Any) -> None:
+        now = now_ms()
+        if isinstance(outcome, actions.Outcome):
+            final = base.evolve(status=SUCCESS, detail=outcome.detail, result=outcome.result,
+                                progress=100, updated_at=now, finished_at=now)
+        elif isinstance(outcome, DomainError):
+            error: dict[str, Any] = {"code": outcome.code, "message": outcome.message}
+            if outcome.field:
+                error["field"] = outcome.field
+            final = base.evolve(status=FAIL, detail=outcome.message, error=error,
+                                updated_at=now, finished_at=now)
+        else:
+            final = base.evolve(status=FAIL, detail="internal error",
+                                error={"code": "internal", "message": "internal error"},
+                                updated_at=now, finished_at=now)
+        if await self._results.put(rid, final, ttl_s=self._config.result_ttl_s):
+            self.processed += 1
+
+    async def _renew_claim(self, rid: str) -> None:
+        pause = self._config.claim_ttl_s / 3
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self._results.renew_claim(rid, self.worker_id, ttl_s=self._config.claim_ttl_s)
+            except StoreUnavailable as exc:
+                log.warning("could not renew the claim on %s: %s", rid, exc)
