@@ -28,14 +28,11 @@ from reference.errors import (
     BrokerUnavailable,
     DeliveryAlreadySettled,
     QueueMismatch,
+    Unroutable,
 )
 from reference.ports import DeliveryHandler
 
 log = logging.getLogger(__name__)
-
-
-class Unroutable(BrokerUnavailable):
-    """Published to a queue that does not exist: the broker returned the message."""
 
 
 @dataclass(slots=True)
@@ -47,7 +44,7 @@ class _Message:
     death_reason: str | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Queue:
     name: str
     delivery_limit: int | None

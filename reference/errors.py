@@ -27,6 +27,10 @@ class StoreUnavailable(ReferenceServiceError):
     """The result store (or domain store) cannot be reached."""
 
 
+class Unroutable(BrokerUnavailable):
+    """Published to a queue that does not exist: the broker returned the message."""
+
+
 class QueueMismatch(ConfigError):
     """A queue exists on the broker with arguments other than ours."""
 

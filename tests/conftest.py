@@ -1,0 +1,50 @@
+"""Shared test configuration: real-server detection (skip on a laptop, fail in CI)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+AMQP_URL = os.environ.get("REFERENCE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+REDIS_URL = os.environ.get("REFERENCE_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port),
+                                      timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(url: str, default_port: int) -> str:
+    """Return the URL if its server answers; otherwise skip, or fail under CI=true."""
+    if _reachable(url, default_port):
+        return url
+    message = f"no server at {url}"
+    if IN_CI:
+        pytest.fail(f"{message}: real-broker tests must run in CI", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return require_server(AMQP_URL, 5672)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return require_server(REDIS_URL, 6379)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for queue names and key prefixes, so runs never collide."""
+    return uuid.uuid4().hex[:12]

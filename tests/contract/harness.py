@@ -1,0 +1,63 @@
+"""Bindings of the broker contract: one harness per implementation of the MessageBroker port."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fakes.memory_broker import InMemoryBroker
+from reference.ports import Delivery, MessageBroker
+
+WAIT_S = 5.0
+
+
+class MemoryHarness:
+    name = "memory"
+
+    def __init__(self, unique: str) -> None:
+        self.server = InMemoryBroker()
+        self.queue = f"contract-{unique}"
+        self._clients: list[Any] = []
+
+    async def client(self, *, delivery_limit: int | None = None) -> MessageBroker:
+        client = self.server.client(delivery_limit=delivery_limit)
+        await client.connect()
+        self._clients.append(client)
+        return client
+
+    async def cleanup(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+
+class Inbox:
+    """Collects deliveries from a consumer; waits for them with a bound."""
+
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[Delivery] = asyncio.Queue()
+
+    async def __call__(self, delivery: Delivery) -> None:
+        await self.items.put(delivery)
+
+    async def next(self, timeout: float = WAIT_S) -> Delivery:
+        return await asyncio.wait_for(self.items.get(), timeout)
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.items.get(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+async def get_eventually(broker: MessageBroker, queue: str, timeout: float = WAIT_S) -> Delivery:
+    """basic.get until a message is there (dead-lettering is asynchronous on a real broker)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        delivery = await broker.get(queue)
+        if delivery is not None:
+            return delivery
+        if loop.time() > end:
+            raise TimeoutError(f"nothing arrived in {queue} within {timeout} s")
+        await asyncio.sleep(0.02)

@@ -1,0 +1,181 @@
+"""The ResultStore and UserRepository contracts, bound to fakeredis and to a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+from adapters.redis_results import RedisResultStore
+from adapters.redis_users import RedisUserRepository
+from adapters.redis_wiring import redis_client
+from reference.errors import Conflict, NotFound
+from reference.records import FAIL, QUEUED, RUNNING, SUCCESS, ResultRecord
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.real)])
+async def client(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[Any]:
+    if request.param == "fakeredis":
+        redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        yield redis
+        await redis.aclose()
+        return
+    redis = redis_client(request.getfixturevalue("redis_url"), max_connections=8)
+    yield redis
+    async for key in redis.scan_iter(match=f"t{unique}:*"):
+        await redis.delete(key)
+    await redis.aclose(close_connection_pool=True)
+
+
+@pytest.fixture
+def store(client: Any, unique: str) -> RedisResultStore:
+    return RedisResultStore(client, key_prefix=f"t{unique}:")
+
+
+@pytest.fixture
+def users(client: Any, unique: str) -> RedisUserRepository:
+    return RedisUserRepository(client, namespace=f"t{unique}:users:")
+
+
+def rec(status: str, detail: str = "", **kw: Any) -> ResultRecord:
+    return ResultRecord(status=status, detail=detail, **kw)
+
+
+# --- ResultStore ------------------------------------------------------------------------------
+
+
+async def test_put_then_get_round_trips(store: RedisResultStore) -> None:
+    """A written record reads back equal, every optional field included."""
+    record = rec(SUCCESS, "done", progress=100, result={"id": 1}, owner="alice",
+                 queued_at=1, started_at=2, updated_at=3, finished_at=4)
+    assert await store.put("r1", record, ttl_s=60) is True
+    assert await store.get("r1") == record
+    assert await store.get("missing") is None
+
+
+async def test_final_record_is_never_overwritten(store: RedisResultStore) -> None:
+    """Once Success or Fail is stored, later writes (final or not) are refused."""
+    await store.put("r1", rec(RUNNING), ttl_s=60)
+    assert await store.put("r1", rec(RUNNING, progress=50), ttl_s=60) is True
+    assert await store.put("r1", rec(FAIL, "first"), ttl_s=60) is True
+    assert await store.put("r1", rec(SUCCESS, "second"), ttl_s=60) is False
+    assert await store.put("r1", rec(RUNNING, "late progress"), ttl_s=60) is False
+    stored = await store.get("r1")
+    assert stored is not None and (stored.status, stored.detail) == (FAIL, "first")
+
+
+async def test_record_expires_after_its_ttl(store: RedisResultStore) -> None:
+    """Every record has a TTL: after it, the key is gone."""
+    await store.put("short", rec(QUEUED), ttl_s=0.2)
+    assert await store.get("short") is not None
+    await asyncio.sleep(0.4)
+    assert await store.get("short") is None
+
+
+async def test_get_many_keeps_order_and_gaps(store: RedisResultStore) -> None:
+    """get_many answers position by position, None where nothing is stored."""
+    await store.put("a", rec(QUEUED, "a"), ttl_s=60)
+    await store.put("c", rec(SUCCESS, "c"), ttl_s=60)
+    got = await store.get_many(["a", "b", "c"])
+    assert [r.detail if r else None for r in got] == ["a", None, "c"]
+    assert await store.get_many([]) == []
+
+
+async def test_records_of_other_producers_are_read_and_protected(
+    store: RedisResultStore, client: Any, unique: str
+) -> None:
+    """A minimal record written by another core ({status, detail}) is read, and if final kept."""
+    await client.set(f"t{unique}:ext", b'{"detail": "made elsewhere", "status": "Success"}')
+    record = await store.get("ext")
+    assert record is not None and record.status == SUCCESS and record.detail == "made elsewhere"
+    assert await store.put("ext", rec(FAIL, "overwrite?"), ttl_s=60) is False
+
+
+async def test_claims_are_exclusive_until_released(store: RedisResultStore) -> None:
+    """One holder at a time; the holder may renew and re-take; release frees it."""
+    assert await store.claim("r1", "w1", ttl_s=5) is True
+    assert await store.claim("r1", "w2", ttl_s=5) is False
+    assert await store.claim("r1", "w1", ttl_s=5) is True
+    assert await store.renew_claim("r1", "w2", ttl_s=5) is False
+    assert await store.renew_claim("r1", "w1", ttl_s=5) is True
+    await store.release_claim("r1", "w2")  # not the holder: no effect
+    assert await store.claim("r1", "w2", ttl_s=5) is False
+    await store.release_claim("r1", "w1")
+    assert await store.claim("r1", "w2", ttl_s=5) is True
+
+
+async def test_claim_of_a_dead_holder_expires(store: RedisResultStore) -> None:
+    """A claim that is not renewed lapses, and another worker can take it."""
+    assert await store.claim("r1", "dead", ttl_s=0.2) is True
+    await asyncio.sleep(0.4)
+    assert await store.claim("r1", "alive", ttl_s=5) is True
+
+
+# --- UserRepository ---------------------------------------------------------------------------
+
+
+async def test_create_get_update_delete(users: RedisUserRepository) -> None:
+    """The CRUD life of one user, ids starting at 1."""
+    created = await users.create("Hong", "hong@example.com", request_id="q1")
+    assert created.id == 1
+    assert await users.get(1) == created
+    updated = await users.update(1, name="Gildong", email=None)
+    assert (updated.name, updated.email) == ("Gildong", "hong@example.com")
+    await users.delete(1)
+    with pytest.raises(NotFound):
+        await users.get(1)
+    with pytest.raises(NotFound):
+        await users.delete(1)
+    with pytest.raises(NotFound):
+        await users.update(1, name="x", email=None)
+
+
+async def test_emails_are_unique(users: RedisUserRepository) -> None:
+    """A second user with a taken email, by create or by update, is a Conflict."""
+    await users.create("A", "a@example.com", request_id="q1")
+    b = await users.create("B", "b@example.com", request_id="q2")
+    with pytest.raises(Conflict):
+        await users.create("C", "a@example.com", request_id="q3")
+    with pytest.raises(Conflict):
+        await users.update(b.id, name=None, email="a@example.com")
+    moved = await users.update(b.id, name=None, email="new@example.com")
+    assert moved.email == "new@example.com"
+    # The old address is free again.
+    c = await users.create("C", "b@example.com", request_id="q4")
+    assert c.id == 3
+
+
+async def test_create_is_idempotent_per_request_id(users: RedisUserRepository) -> None:
+    """The same request_id creates one user, however often it runs."""
+    first = await users.create("Hong", "hong@example.com", request_id="same")
+    again = await users.create("Hong", "hong@example.com", request_id="same")
+    assert again == first
+    page, _ = await users.list(limit=10, after=None)
+    assert page == [first]
+
+
+async def test_concurrent_creates_with_one_email_make_one_user(users: RedisUserRepository) -> None:
+    """Racing creates of one email: exactly one wins, the rest get Conflict."""
+    outcomes = await asyncio.gather(
+        *(users.create(f"U{i}", "race@example.com", request_id=f"r{i}") for i in range(20)),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(o, Conflict) for o in outcomes if o is not winners[0])
+
+
+async def test_list_pages_by_cursor(users: RedisUserRepository) -> None:
+    """Pages follow id order; the last page has no next cursor; deleted users are skipped."""
+    for i in range(5):
+        await users.create(f"U{i}", f"u{i}@example.com", request_id=f"r{i}")
+    await users.delete(2)
+    first, cursor = await users.list(limit=2, after=None)
+    assert [u.id for u in first] == [1, 3]
+    assert cursor == 3
+    second, cursor = await users.list(limit=2, after=cursor)
+    assert [u.id for u in second] == [4, 5]
+    assert cursor is None
