@@ -58,6 +58,7 @@ async def running_pipeline(
     await services.start()
     app = create_app(settings, services=services)
     app.config.MOTD = False
+    app.config.TOUCHUP = False  # touch-up rewrites Sanic classes once per process, not per app
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
