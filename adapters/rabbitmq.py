@@ -1,0 +1,316 @@
+"""RabbitMQBroker: the MessageBroker port on aiormq (amqp://, amqps://).
+
+- publishes persistent, `mandatory` messages and waits for the publisher confirm;
+- declares the queue durable with its dead-letter queue `<queue>.dlq` (classic, or quorum with
+  `x-delivery-limit`); a queue that exists with other arguments is one clear QueueMismatch;
+- one channel per consumer, with `basic.qos` as the prefetch bound, manual ack and reject;
+- reconnects by itself with backoff and restores its consumers; while the broker is gone,
+  calls fail at once with BrokerUnavailable (the API answers 503) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
+from pamqp import commands as spec
+
+from reference.errors import BrokerUnavailable, DeliveryAlreadySettled, QueueMismatch, Unroutable
+from reference.ports import DeliveryHandler
+from reference.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+OPERATION_TIMEOUT_S = 10.0
+BACKOFF_INITIAL_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+_DRIVER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+
+def _unavailable(exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(f"rabbitmq unavailable: {type(exc).__name__}: {exc}")
+
+
+class RabbitDelivery:
+    """One delivery from RabbitMQ; satisfies the Delivery port."""
+
+    def __init__(self, message: DeliveredMessage) -> None:
+        self._message = message
+        self._settled = False
+        props = message.header.properties
+        self.body: bytes = message.body
+        self.redelivered = bool(message.redelivered)
+        self.message_id: str | None = props.message_id
+        # Quorum queues count returns in x-delivery-count; classic queues only flag redelivery.
+        count = (props.headers or {}).get("x-delivery-count")
+        self.delivery_count = int(count) + 1 if count is not None else 1 + self.redelivered
+
+    def _take(self) -> tuple[AbstractChannel, int]:
+        if self._settled:
+            raise DeliveryAlreadySettled("delivery already acked or rejected")
+        self._settled = True
+        tag = self._message.delivery_tag
+        assert tag is not None
+        return self._message.channel, tag
+
+    async def ack(self) -> None:
+        channel, tag = self._take()
+        try:
+            await channel.basic_ack(tag)
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+    async def reject(self, *, requeue: bool) -> None:
+        channel, tag = self._take()
+        try:
+            await channel.basic_reject(tag, requeue=requeue)
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+
+
+class _RabbitConsumer:
+    def __init__(self, broker: RabbitMQBroker, queue: str, handler: DeliveryHandler,
+                 prefetch: int) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.handler = handler
+        self.prefetch = prefetch
+        self.channel: AbstractChannel | None = None
+        self.tag: str | None = None
+        self.active = True
+
+    async def attach(self, connection: AbstractConnection) -> None:
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        ok = await channel.basic_consume(self.queue, self._on_message, no_ack=False)
+        self.channel, self.tag = channel, ok.consumer_tag
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        if not self.active:
+            return  # cancelled: the message stays unacked and returns when the channel closes
+        await self.handler(RabbitDelivery(message))
+
+    async def cancel(self) -> None:
+        """Stop new deliveries; the channel stays open so in-flight work can still ack."""
+        self.active = False
+        with contextlib.suppress(ValueError):
+            self.broker._consumers.remove(self)
+        if self.channel is not None and self.tag is not None and not self.channel.is_closed:
+            try:
+                await self.channel.basic_cancel(self.tag, timeout=OPERATION_TIMEOUT_S)
+            except _DRIVER_ERRORS as exc:
+                raise _unavailable(exc) from exc
+
+
+class RabbitMQBroker:
+    def __init__(self, url: str, *, queue_type: str = "classic", delivery_limit: int = 5) -> None:
+        self._url = url
+        self._queue_type = queue_type
+        self._delivery_limit = delivery_limit
+        self._conn: AbstractConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._utility: AbstractChannel | None = None
+        self._consumers: list[_RabbitConsumer] = []
+        self._lock = asyncio.Lock()
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_INITIAL_S
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- connection ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._closed = False
+        await self._connection(force=True)
+        if self._supervisor is None:
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name="rabbitmq-reconnect")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                await asyncio.wait_for(conn.close(), OPERATION_TIMEOUT_S)
+
+    def _is_open(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed
+
+    async def _connection(self, *, force: bool = False) -> AbstractConnection:
+        """The open connection; reconnects at most once per backoff step, else fails fast."""
+        if self._is_open():
+            assert self._conn is not None
+            return self._conn
+        if self._closed:
+            raise BrokerUnavailable("broker client is closed")
+        async with self._lock:
+            if self._is_open():
+                assert self._conn is not None
+                return self._conn
+            now = time.monotonic()
+            if not force and now < self._retry_at:
+                raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
+            try:
+                conn = await asyncio.wait_for(aiormq.connect(self._url), CONNECT_TIMEOUT_S)
+            except _DRIVER_ERRORS as exc:
+                self._retry_at = now + self._backoff
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+                raise _unavailable(exc) from exc
+            self._conn, self._publisher, self._utility = conn, None, None
+            self._backoff = BACKOFF_INITIAL_S
+            for consumer in list(self._consumers):
+                try:
+                    await consumer.attach(conn)
+                except _DRIVER_ERRORS as exc:
+                    log.warning("could not restore consumer on %s: %s", consumer.queue, exc)
+            if self._consumers:
+                log.info("rabbitmq reconnected; %d consumers restored", len(self._consumers))
+            return conn
+
+    async def _supervise(self) -> None:
+        """Reconnect after a lost connection, so consumers come back without a request."""
+        while not self._closed:
+            conn = self._conn
+            if conn is not None and not conn.is_closed:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(conn.closing)
+                if self._closed:
+                    return
+                log.warning("rabbitmq connection lost; reconnecting")
+            try:
+                await self._connection(force=True)
+            except BrokerUnavailable:
+                await asyncio.sleep(self._backoff)
+
+    async def _channel(self, attr: str, **kwargs: Any) -> AbstractChannel:
+        channel: AbstractChannel | None = getattr(self, attr)
+        if channel is None or channel.is_closed:
+            conn = await self._connection()
+            try:
+                channel = await conn.channel(**kwargs)
+            except _DRIVER_ERRORS as exc:
+                raise _unavailable(exc) from exc
+            setattr(self, attr, channel)
+        return channel
+
+    # --- the port -----------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._connection()
+
+    def _queue_arguments(self, queue: str) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue + ".dlq",
+        }
+        if self._queue_type == "quorum":
+            args["x-queue-type"] = "quorum"
+            args["x-delivery-limit"] = self._delivery_limit
+        return args
+
+    async def declare_queue(self, queue: str) -> None:
+        conn = await self._connection()
+        # A failed declare closes its channel: use one of its own.
+        try:
+            channel = await conn.channel()
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        try:
+            for name, args in ((queue + ".dlq", None), (queue, self._queue_arguments(queue))):
+                try:
+                    await channel.queue_declare(name, durable=True, arguments=args,
+                                                timeout=OPERATION_TIMEOUT_S)
+                except ChannelPreconditionFailed as exc:
+                    raise QueueMismatch(
+                        f"queue {name!r} already exists with other arguments "
+                        f"({_reply_text(exc)}); delete it or use the same REFERENCE_QUEUE_TYPE "
+                        f"and REFERENCE_DELIVERY_LIMIT") from None
+                except _DRIVER_ERRORS as exc:
+                    raise _unavailable(exc) from exc
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*_DRIVER_ERRORS):
+                    await channel.close()
+
+    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
+        properties = spec.Basic.Properties(
+            delivery_mode=2,
+            content_type="application/json",
+            message_id=message_id,
+            correlation_id=message_id,
+        )
+        channel = await self._channel("_publisher", publisher_confirms=True,
+                                      on_return_raises=True)
+        try:
+            confirm = await channel.basic_publish(
+                body, routing_key=queue, properties=properties, mandatory=True,
+                timeout=OPERATION_TIMEOUT_S,
+            )
+        except PublishError as exc:
+            raise Unroutable(f"no queue named {queue!r}: the broker returned the message") from exc
+        except DeliveryError as exc:
+            raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if not isinstance(confirm, spec.Basic.Ack):
+            raise BrokerUnavailable(f"publish not confirmed: {confirm!r}")
+
+    async def consume(self, queue: str, handler: DeliveryHandler, *,
+                      prefetch: int) -> _RabbitConsumer:
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        consumer = _RabbitConsumer(self, queue, handler, prefetch)
+        conn = await self._connection()
+        try:
+            await consumer.attach(conn)
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        self._consumers.append(consumer)
+        return consumer
+
+    async def get(self, queue: str) -> RabbitDelivery | None:
+        channel = await self._channel("_utility")
+        try:
+            message = await channel.basic_get(queue, no_ack=False, timeout=OPERATION_TIMEOUT_S)
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        if isinstance(message.delivery, spec.Basic.GetEmpty):
+            return None
+        return RabbitDelivery(message)
+
+    async def message_count(self, queue: str) -> int:
+        channel = await self._channel("_utility")
+        try:
+            ok = await channel.queue_declare(queue, passive=True, timeout=OPERATION_TIMEOUT_S)
+        except _DRIVER_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return int(ok.message_count or 0)
+
+
+def _reply_text(exc: BaseException) -> str:
+    frame = exc.args[0] if exc.args else None
+    return str(getattr(frame, "reply_text", exc))
+
+
+def rabbitmq_broker(settings: Settings, memory: Any) -> RabbitMQBroker:
+    return RabbitMQBroker(settings.broker_url, queue_type=settings.queue_type,
+                          delivery_limit=settings.delivery_limit)

@@ -1,0 +1,209 @@
+"""The `reference` command: serve the API, run a core worker, or sign a token (SPEC §5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from reference.auth import JwtKeys, sign_token
+from reference.bootstrap import build, check_urls
+from reference.errors import ConfigError, ReferenceServiceError, StartupError
+from reference.settings import Settings
+
+log = logging.getLogger("reference")
+
+DEMO_SUB = "dev"
+DEMO_TOKEN_TTL_S = 24 * 3600
+
+
+def _say(line: str) -> None:
+    print(f"reference: {line}", flush=True)
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker-url", help="amqp://, amqps:// or memory:// "
+                        "(env REFERENCE_BROKER_URL)")
+    parser.add_argument("--store-url", help="redis://, rediss://, unix:// or memory:// "
+                        "(env REFERENCE_STORE_URL)")
+    parser.add_argument("--queue", help="queue name (env REFERENCE_QUEUE)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reference", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP API (with memory:// also a worker)")
+    serve.add_argument("--host", help="bind address (env REFERENCE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (env REFERENCE_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="Sanic worker processes")
+    serve.add_argument("--completion", help="poll (env REFERENCE_COMPLETION)")
+    _common_flags(serve)
+
+    worker = sub.add_parser("worker", help="run a core worker")
+    worker.add_argument("--concurrency", type=int,
+                        help="requests run at once (env REFERENCE_CONCURRENCY, default 16)")
+    _common_flags(worker)
+
+    token = sub.add_parser("token", help="print a signed JWT for the configured secret")
+    token.add_argument("--sub", required=True, help="subject")
+    token.add_argument("--roles", default="", help="comma-separated roles")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    changes = {k: getattr(args, k, None) for k in
+               ("broker_url", "store_url", "queue", "host", "port", "completion", "concurrency")}
+    return Settings.from_env().replace(**changes)
+
+
+def _configure_logging() -> None:
+    # Our own loggers only: Sanic configures its own, and both on root would print twice.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("reference", "adapters", "fakes"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging()
+    try:
+        settings = _settings(args)
+        if args.command == "serve":
+            return serve(settings, workers=args.workers)
+        if args.command == "worker":
+            return run_worker(settings)
+        return token(settings, args)
+    except ConfigError as exc:
+        print(f"reference: error: {exc}", file=sys.stderr)
+        return 2
+    except StartupError as exc:
+        print(f"reference: error: {exc}", file=sys.stderr)
+        return 1
+    except ReferenceServiceError as exc:
+        print(f"reference: error: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def serve(settings: Settings, *, workers: int) -> int:
+    check_urls(settings)
+    if settings.uses_memory and not settings.all_memory:
+        raise ConfigError("memory:// must be used for both broker and store, or for neither")
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if settings.all_memory and workers > 1:
+        raise ConfigError("memory:// lives in one process: use --workers 1, or real brokers")
+    keys = JwtKeys.from_settings(settings)
+    if keys.ephemeral:
+        # The made-up key must be the one the served app uses: pin it in the settings.
+        settings = settings.replace(jwt_secret=keys.signing_key)
+    _announce(settings, keys)
+
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from reference.api import create_app
+
+    factory = functools.partial(create_app, settings, embedded_worker=settings.all_memory,
+                                name="reference")
+    loader = AppLoader(factory=factory)
+    app = loader.load()
+    app.prepare(host=settings.host, port=settings.port, workers=workers,
+                single_process=settings.all_memory, motd=False, access_log=False)
+    if settings.all_memory:
+        Sanic.serve_single(primary=app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)
+    return 0
+
+
+def _announce(settings: Settings, keys: JwtKeys) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    mode = ("in-memory broker and store, worker in this process" if settings.all_memory
+            else f"broker {settings.broker_url}, store {settings.store_url}; run workers apart")
+    _say(f"serving on {base} ({mode})")
+    if keys.signing_key is None:
+        _say("only a public key is configured: it verifies tokens but cannot sign one")
+        return
+    demo = sign_token(keys, sub=DEMO_SUB, ttl_s=DEMO_TOKEN_TTL_S,
+                      audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+    note = " (made-up key: valid while this process runs)" if keys.ephemeral else ""
+    _say(f"token for sub={DEMO_SUB}, valid 24 h{note}:")
+    print(demo, flush=True)
+    _say("try:")
+    print(f"curl -i -X POST {base}/users -H 'Authorization: Bearer {demo}' "
+          f"-H 'Content-Type: application/json' "
+          f"-d '{{\"name\": \"Hong Gildong\", \"email\": \"hong@example.com\"}}'", flush=True)
+
+
+# --- worker -----------------------------------------------------------------------------------
+
+
+def run_worker(settings: Settings) -> int:
+    check_urls(settings)
+    if settings.uses_memory:
+        raise ConfigError("a worker of its own needs real broker and store URLs; with memory:// "
+                          "the worker runs inside `reference serve`")
+    try:
+        import uvloop
+
+        uvloop.run(_worker_main(settings))
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(_worker_main(settings))
+    return 0
+
+
+async def _worker_main(settings: Settings) -> None:
+    services = build(settings, require_key=False)
+    try:
+        await services.start()
+    except StartupError:
+        await services.close()
+        raise
+    worker = services.worker()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+        _say(f"worker {worker.worker_id} consuming {settings.queue} "
+             f"(concurrency {settings.concurrency})")
+        await stop.wait()
+        _say("stopping: finishing in-flight work")
+    finally:
+        with contextlib.suppress(Exception):
+            await worker.stop()
+        await services.close()
+    _say(f"worker stopped after {worker.processed} requests")
+
+
+# --- token ------------------------------------------------------------------------------------
+
+
+def token(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.jwt_secret and not settings.jwt_public_key_file:
+        raise ConfigError("no JWT secret configured: set REFERENCE_JWT_SECRET "
+                          "(`reference serve` on memory:// prints a token for its own key)")
+    keys = JwtKeys.from_settings(settings)
+    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+    print(sign_token(keys, sub=args.sub, roles=roles, ttl_s=args.ttl,
+                     audience=settings.jwt_audience, issuer=settings.jwt_issuer))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
