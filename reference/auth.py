@@ -82,7 +82,7 @@ class JwtVerifier:
                 algorithms=list(self._keys.algorithms),
                 audience=self._audience,
                 issuer=self._issuer,
-                options=self._options,
+                options=self._options,  # type: ignore[arg-type]
             )
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", token_present=True) from None

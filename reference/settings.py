@@ -105,9 +105,11 @@ def _algorithms(raw: str) -> tuple[str, ...]:
     return algs
 
 
-_TEXT = (str, "text")
-_INT = (int, "an integer")
-_FLOAT = (float, "a number")
+_Parser = tuple[Callable[[str], Any], str]
+_TEXT: _Parser = (str, "text")
+_INT: _Parser = (int, "an integer")
+_FLOAT: _Parser = (float, "a number")
+_ALGORITHMS: _Parser = (_algorithms, "a comma-separated list")
 
 _ENV = tuple(
     _Var("REFERENCE_" + var, field, parse, kind)
@@ -120,7 +122,7 @@ _ENV = tuple(
         ("KEY_PREFIX", "key_prefix", _TEXT),
         ("JWT_SECRET", "jwt_secret", _TEXT),
         ("JWT_PUBLIC_KEY_FILE", "jwt_public_key_file", _TEXT),
-        ("JWT_ALGORITHMS", "jwt_algorithms", (_algorithms, "a comma-separated list")),
+        ("JWT_ALGORITHMS", "jwt_algorithms", _ALGORITHMS),
         ("JWT_AUDIENCE", "jwt_audience", _TEXT),
         ("JWT_ISSUER", "jwt_issuer", _TEXT),
         ("REQUEST_TIMEOUT_S", "request_timeout_s", _FLOAT),

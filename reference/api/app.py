@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
 _app_ids = itertools.count(1)
+App = Sanic[Any, Any]
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HTTPResponse:
@@ -53,10 +54,10 @@ def create_app(
     services: Services | None = None,
     embedded_worker: bool = False,
     name: str | None = None,
-) -> Sanic:
+) -> App:
     """The API. With `services` given, the caller owns them (tests); otherwise the app builds
     them in its serving process, before it starts serving."""
-    app = Sanic(name or f"reference_api_{next(_app_ids)}")
+    app: App = Sanic(name or f"reference_api_{next(_app_ids)}")
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_ID_HEADER = "X-Request-ID"
@@ -71,7 +72,7 @@ def create_app(
     app.ctx.metrics = ApiMetrics()
 
     @app.before_server_start
-    async def _start(app: Sanic) -> None:
+    async def _start(app: App) -> None:
         owned = services is None
         svc = build(settings) if owned else services
         assert svc is not None
@@ -91,7 +92,7 @@ def create_app(
             app.ctx.worker = worker
 
     @app.after_server_stop
-    async def _stop(app: Sanic) -> None:
+    async def _stop(app: App) -> None:
         if app.ctx.worker is not None:
             await app.ctx.worker.stop()
         await app.ctx.completion.close()
@@ -107,13 +108,13 @@ def create_app(
 # --- middleware -------------------------------------------------------------------------------
 
 
-def _install_middleware(app: Sanic) -> None:
+def _install_middleware(app: App) -> None:
     @app.on_request
     async def _begin(request: Request) -> None:
         request.ctx.started = time.perf_counter()
         request.ctx.request_id = None
 
-    @app.on_response
+    @app.on_response  # type: ignore[untyped-decorator]
     async def _finish(request: Request, response: HTTPResponse) -> None:
         rid = getattr(request.ctx, "request_id", None) or str(request.id)
         response.headers["X-Request-ID"] = rid
@@ -121,7 +122,7 @@ def _install_middleware(app: Sanic) -> None:
         app.ctx.metrics.requests.labels(route or "/", request.method, str(response.status)).inc()
 
 
-def _install_error_handlers(app: Sanic) -> None:
+def _install_error_handlers(app: App) -> None:
     @app.exception(AuthError)
     async def _unauthorized(request: Request, exc: AuthError) -> HTTPResponse:
         challenge = 'Bearer realm="reference"'
@@ -230,11 +231,12 @@ def _answer(request: Request, action: str, waited: Waited, success_status: int,
     rid = waited.request_id
     record = waited.record
     if record is None or not record.is_final:
-        status = record.status if record else "Queued"
+        last = record.status if record else "Queued"
         detail = "no final result within the request timeout; read it later at Location"
-        return _json({"request_id": rid, "status": status, "detail": detail}, 504, location)
+        return _json({"request_id": rid, "status": last, "detail": detail}, 504, location)
     total_ms = (time.perf_counter() - request.ctx.started) * 1000
-    request.app.ctx.metrics.latency.labels(request.route.path).observe(total_ms / 1000)
+    route = request.route.path if request.route else "unmatched"
+    request.app.ctx.metrics.latency.labels(route).observe(total_ms / 1000)
     headers = {"Server-Timing": _server_timing(record, waited.seen_at, total_ms)}
     if record.status != "Success":
         error = record.error or {"code": "internal", "message": record.detail}
@@ -254,7 +256,7 @@ def _answer(request: Request, action: str, waited: Waited, success_status: int,
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _install_routes(app: Sanic) -> None:
+def _install_routes(app: App) -> None:
     @app.post("/users")
     async def create_user(request: Request) -> HTTPResponse:
         """Create a user from `{name, email}`; 201 with the user and its Location."""
@@ -343,7 +345,8 @@ def _install_routes(app: Sanic) -> None:
     @app.get("/openapi.json")
     async def openapi_json(request: Request) -> HTTPResponse:
         """The OpenAPI document (also at /docs/openapi.json)."""
-        return _json(SpecificationBuilder().build(request.app).serialize())
+        spec = SpecificationBuilder().build(request.app)
+        return _json(spec.serialize())  # type: ignore[no-untyped-call]
 
 
 

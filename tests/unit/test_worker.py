@@ -205,7 +205,8 @@ async def test_stop_hands_back_work_that_outlives_the_bound() -> None:
         # A new worker picks it up and (since the claim was released) runs it to the end.
         other = await make_rig(memory=r.memory)
         try:
-            assert (await final_record(other.services.results, "slow", timeout=10)).status == SUCCESS
+            record = await final_record(other.services.results, "slow", timeout=10)
+            assert record.status == SUCCESS
         finally:
             await other.worker.stop()
             await other.services.close()
