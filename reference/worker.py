@@ -66,8 +66,10 @@ class CoreWorker:
         self.worker_id = worker_id or make_worker_id()
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running: set[str] = set()  # request ids this worker holds the claim for now
         self._stopping = asyncio.Event()
         self.processed = 0  # final records this worker wrote
+        self.runs_started = 0  # actions this worker began to run (re-runs after a death count)
 
     @property
     def in_flight(self) -> int:
@@ -133,7 +135,7 @@ class CoreWorker:
         if record is not None and record.is_final:
             await delivery.ack()
             return
-        if not await self._results.claim(rid, self.worker_id, ttl_s=self._config.claim_ttl_s):
+        if not await self._acquire(rid):
             record = await self._wait_for_holder(rid)
             if record is None:  # we are stopping: someone else will take it
                 await self._hand_back(delivery)
@@ -144,9 +146,28 @@ class CoreWorker:
         try:
             await self._run(message, record)
         finally:
+            self._running.discard(rid)
             with contextlib.suppress(StoreUnavailable):
                 await self._results.release_claim(rid, self.worker_id)
         await delivery.ack()
+
+    async def _acquire(self, rid: str) -> bool:
+        """Claim a request, unless this worker or another live one is running it already.
+
+        The Redis claim is per worker (so that a copy handed back after a store outage can be
+        taken again at once); `_running` keeps two copies apart inside one worker."""
+        if rid in self._running:
+            return False
+        self._running.add(rid)
+        try:
+            claimed = await self._results.claim(rid, self.worker_id,
+                                                ttl_s=self._config.claim_ttl_s)
+        except BaseException:
+            self._running.discard(rid)
+            raise
+        if not claimed:
+            self._running.discard(rid)
+        return claimed
 
     async def _wait_for_holder(self, rid: str) -> ResultRecord | None:
         """Another live worker holds the claim: wait until it finishes or its claim expires.
@@ -161,7 +182,7 @@ class CoreWorker:
             record = await self._results.get(rid)
             if record is not None and record.is_final:
                 return record
-            if await self._results.claim(rid, self.worker_id, ttl_s=self._config.claim_ttl_s):
+            if await self._acquire(rid):
                 return record or ResultRecord(status=RUNNING, detail="")
         return None
 
@@ -210,6 +231,7 @@ class CoreWorker:
             return
 
         await self._results.put(rid, base.evolve(progress=0), ttl_s=cfg.running_ttl_s)
+        self.runs_started += 1
 
         async def report_progress(percent: int, detail: str) -> None:
             now = now_ms()
@@ -250,6 +272,7 @@ class CoreWorker:
                                 updated_at=now, finished_at=now)
         if await self._results.put(rid, final, ttl_s=self._config.result_ttl_s):
             self.processed += 1
+            log.debug("finished %s %s", rid, final.status)
 
     async def _renew_claim(self, rid: str) -> None:
         pause = self._config.claim_ttl_s / 3

@@ -231,3 +231,13 @@ async def test_copy_held_by_a_live_worker_is_not_run_twice(rig: Rig) -> None:
 async def _status_is(r: Rig, rid: str, status: str) -> bool:
     record = await r.services.results.get(rid)
     return record is not None and record.status == status
+
+
+async def test_two_copies_in_one_worker_run_once(rig: Rig) -> None:
+    """Two copies of one request reaching the same worker at once run the action once."""
+    await rig.publish("runJob", {"duration_ms": 200, "steps": 2}, "twin")
+    await rig.publish("runJob", {"duration_ms": 200, "steps": 2}, "twin")
+    record = await final_record(rig.services.results, "twin")
+    assert record.status == SUCCESS
+    assert await eventually(rig.queue_drained)
+    assert rig.worker.runs_started == 1
