@@ -171,20 +171,26 @@ class RabbitMQBroker:
                 raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
             try:
                 conn = await asyncio.wait_for(aiormq.connect(self._url), CONNECT_TIMEOUT_S)
-            except _DRIVER_ERRORS as exc:
+                await self._restore_consumers(conn)
+            except Exception as exc:  # aiormq can fail a handshake with StopAsyncIteration too
                 self._retry_at = now + self._backoff
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
                 raise _unavailable(exc) from exc
             self._conn, self._publisher, self._utility = conn, None, None
             self._backoff = BACKOFF_INITIAL_S
-            for consumer in list(self._consumers):
-                try:
-                    await consumer.attach(conn)
-                except _DRIVER_ERRORS as exc:
-                    log.warning("could not restore consumer on %s: %s", consumer.queue, exc)
-            if self._consumers:
-                log.info("rabbitmq reconnected; %d consumers restored", len(self._consumers))
             return conn
+
+    async def _restore_consumers(self, conn: AbstractConnection) -> None:
+        """Attach every consumer to a new connection; all of them, or the connection is dropped."""
+        try:
+            for consumer in list(self._consumers):
+                await consumer.attach(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        if self._consumers:
+            log.info("rabbitmq connected; %d consumers restored", len(self._consumers))
 
     async def _supervise(self) -> None:
         """Reconnect after a lost connection, so consumers come back without a request."""
@@ -200,6 +206,9 @@ class RabbitMQBroker:
                 await self._connection(force=True)
             except BrokerUnavailable:
                 await asyncio.sleep(self._backoff)
+            except Exception:  # the supervisor must outlive any surprise, or nothing reconnects
+                log.exception("unexpected error while reconnecting to rabbitmq")
+                await asyncio.sleep(BACKOFF_MAX_S)
 
     async def _channel(self, attr: str, **kwargs: Any) -> AbstractChannel:
         channel: AbstractChannel | None = getattr(self, attr)

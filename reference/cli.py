@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -65,11 +66,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _configure_logging() -> None:
     # Our own loggers only: Sanic configures its own, and both on root would print twice.
+    level = os.environ.get("REFERENCE_LOG_LEVEL", "INFO").upper()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("reference", "adapters", "fakes"):
         logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
+        logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
         logger.addHandler(handler)
         logger.propagate = False
 
