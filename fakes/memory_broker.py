@@ -7,7 +7,8 @@ it and satisfies the MessageBroker port. What it keeps from RabbitMQ:
   declaring it again with other arguments fails, as PRECONDITION_FAILED does;
 - publishing to a queue nobody declared is refused (the real adapter publishes `mandatory`);
 - unsettled deliveries per consumer are bounded by its prefetch;
-- a requeued message goes back to the head of its queue and comes back marked redelivered;
+- a requeued message goes back to its original place in the queue (as a classic queue does;
+  found by the differential test) and comes back marked redelivered;
 - reject without requeue dead-letters; so does a message returned more often than the
   delivery limit allows (a quorum queue's `x-delivery-limit`);
 - closing a connection hands its unsettled deliveries back, as a dying process does;
@@ -18,6 +19,7 @@ it and satisfies the MessageBroker port. What it keeps from RabbitMQ:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import logging
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 class _Message:
     body: bytes
     message_id: str | None
+    seq: int = 0  # publish order: a returned message goes back to its original place
     returns: int = 0  # times handed back after a delivery (RabbitMQ's delivery-count)
     redelivered: bool = False
     death_reason: str | None = None
@@ -61,6 +64,7 @@ class InMemoryBroker:
 
     def __init__(self) -> None:
         self.queues: dict[str, _Queue] = {}
+        self._seq = itertools.count(1)
         self.available = True  # tests turn it off to simulate an outage
 
     def client(self, *, delivery_limit: int | None = None) -> MemoryBrokerClient:
@@ -82,7 +86,8 @@ class InMemoryBroker:
         if dlq is None:
             log.warning("dropped a dead-lettered message: %s has no dead-letter queue", queue.name)
             return
-        dlq.ready.append(_Message(message.body, message.message_id, death_reason=reason))
+        dlq.ready.append(_Message(message.body, message.message_id, seq=next(self._seq),
+                                  death_reason=reason))
         # Notify without awaiting: dead-lettering happens inside settle paths.
         asyncio.get_running_loop().create_task(dlq.notify())
 
@@ -99,7 +104,6 @@ class MemoryDelivery:
         self._message = message
         self._consumer = consumer
         self._settled = False
-        self.delivery_tag = next(client._tags)
         self.body = bytes(message.body)
         self.redelivered = message.redelivered
         self.delivery_count = message.returns + 1
@@ -182,7 +186,6 @@ class MemoryBrokerClient:
         self.is_open = False
         self._consumers: list[_Consumer] = []
         self._unsettled: set[MemoryDelivery] = set()
-        self._tags = itertools.count(1)
 
     def _check(self) -> None:
         if not self.server.available:
@@ -202,7 +205,7 @@ class MemoryBrokerClient:
         if queue.delivery_limit is not None and message.returns > queue.delivery_limit:
             self.server._dead_letter(queue, message, "delivery_limit")
         else:
-            queue.ready.appendleft(message)
+            bisect.insort(queue.ready, message, key=lambda m: m.seq)
 
     async def connect(self) -> None:
         if not self.server.available:
@@ -214,8 +217,7 @@ class MemoryBrokerClient:
             await consumer.cancel()
         self.is_open = False
         queues = set()
-        # Hand back newest first, each to the head: the queue keeps its original order.
-        for delivery in sorted(self._unsettled, key=lambda d: d.delivery_tag, reverse=True):
+        for delivery in list(self._unsettled):
             delivery._hand_back()
             queues.add(delivery._queue)
         self._unsettled.clear()
@@ -235,7 +237,7 @@ class MemoryBrokerClient:
         if not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
         target = self._queue(queue)
-        target.ready.append(_Message(bytes(body), message_id))
+        target.ready.append(_Message(bytes(body), message_id, seq=next(self.server._seq)))
         await asyncio.sleep(0)  # the confirm comes back later, never inline
         await target.notify()
 
