@@ -1,0 +1,1 @@
+"""Load tests (issue 4)."""

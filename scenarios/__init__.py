@@ -1,0 +1,1 @@
+"""User journeys written once (issue 4)."""
