@@ -19,6 +19,7 @@ _UNAVAILABLE = (
     redis_errors.BusyLoadingError,
     ConnectionError,
     OSError,
+    TimeoutError,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,9 @@ return 0
 """
 
 
+SUBSCRIBE_TIMEOUT_S = 5.0
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -61,6 +65,10 @@ class RedisResultStore:
 
     def _key(self, request_id: str) -> str:
         return self._prefix + request_id
+
+    @property
+    def finals_channel(self) -> str:
+        return f"{self._prefix}reference:finals"
 
     def _claim_key(self, request_id: str) -> str:
         return f"{self._prefix}claim:{request_id}"
@@ -100,6 +108,47 @@ class RedisResultStore:
     @translate_errors
     async def release_claim(self, request_id: str, holder: str) -> None:
         await self._release(keys=[self._claim_key(request_id)], args=[holder])
+
+
+    @translate_errors
+    async def announce_final(self, request_id: str) -> None:
+        await self._redis.publish(self.finals_channel, request_id)
+
+    @translate_errors
+    async def subscribe_finals(self) -> RedisFinalsSubscription:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self.finals_channel)
+            # Return only once Redis confirmed the subscription.
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                while True:
+                    message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
+                    if message is not None and message["type"] == "subscribe":
+                        break
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        return RedisFinalsSubscription(pubsub)
+
+
+class RedisFinalsSubscription:
+    """One Redis pub/sub subscription to the finals channel."""
+
+    def __init__(self, pubsub: Any) -> None:
+        self._pubsub = pubsub
+
+    @translate_errors
+    async def next(self, timeout_s: float) -> str | None:
+        message = await self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                 timeout=timeout_s)
+        if message is None or message.get("type") != "message":
+            return None
+        data = message["data"]
+        return data.decode() if isinstance(data, bytes) else str(data)
+
+    @translate_errors
+    async def close(self) -> None:
+        await self._pubsub.aclose()
 
 
 def _parse(raw: Any) -> ResultRecord | None:

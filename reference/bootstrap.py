@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reference.auth import JwtKeys, JwtVerifier
-from reference.completion import PollingCompletion
+from reference.completion import BatchCompletion, PollingCompletion, PushCompletion
 from reference.errors import BrokerUnavailable, ConfigError, StartupError, StoreUnavailable
 from reference.ports import Completion, MessageBroker, ResultStore, UserRepository
 from reference.requester import Requester
@@ -79,9 +79,12 @@ class Services:
 
     def completion(self) -> Completion:
         s = self.settings
-        if s.completion != "poll":
-            raise ConfigError(f"REFERENCE_COMPLETION={s.completion} is not built yet; use poll")
-        return PollingCompletion(self.results, interval_s=s.poll_interval_ms / 1000)
+        interval_s = s.poll_interval_ms / 1000
+        if s.completion == "batch":
+            return BatchCompletion(self.results, interval_s=interval_s)
+        if s.completion == "push":
+            return PushCompletion(self.results, safety_interval_s=s.safety_poll_ms / 1000)
+        return PollingCompletion(self.results, interval_s=interval_s)
 
     def requester(self, completion: Completion) -> Requester:
         s = self.settings

@@ -1,22 +1,31 @@
-"""Ways for the API to wait for a final record. `poll` is the original design's."""
+"""Ways for the API to wait for a final record (`REFERENCE_COMPLETION`).
+
+- `poll`: one GET per waiting request per interval, as the original design.
+- `batch`: one poller per API process reads every waiting request with one MGET per tick.
+- `push`: workers announce final records on a Redis channel; each API process holds one
+  subscription, reads the record once per notice, and sweeps with a slow MGET as a safety
+  net so that a lost notice costs latency, not a result.
+
+Store outages are waited out, never raised: a request already published must not get a 503
+that invites a duplicate retry; it gets its result, or the 504 of its timeout.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Sequence
 
 from reference.errors import StoreUnavailable
-from reference.ports import ResultStore
+from reference.ports import FinalsSubscription, ResultStore
 from reference.records import ResultRecord
 
 log = logging.getLogger(__name__)
 
 
 class PollingCompletion:
-    """One GET per waiting request per interval. Store outages are waited out, not raised:
-    a request already published must not get a 503 that invites a duplicate retry."""
-
     def __init__(self, results: ResultStore, *, interval_s: float) -> None:
         self._results = results
         self._interval_s = interval_s
@@ -27,14 +36,26 @@ class PollingCompletion:
     async def close(self) -> None:
         return None
 
-    async def wait_final(self, request_id: str, timeout_s: float) -> ResultRecord | None:
+    def watch(self, request_id: str) -> _PollWatch:
+        return _PollWatch(self, request_id)
+
+
+class _PollWatch:
+    def __init__(self, owner: PollingCompletion, request_id: str) -> None:
+        self._owner = owner
+        self._rid = request_id
+
+    def cancel(self) -> None:
+        return None
+
+    async def result(self, timeout_s: float) -> ResultRecord | None:
         deadline = time.monotonic() + timeout_s
         last: ResultRecord | None = None
         while True:
             try:
-                record = await self._results.get(request_id)
+                record = await self._owner._results.get(self._rid)
             except StoreUnavailable as exc:
-                log.debug("store unavailable while waiting for %s: %s", request_id, exc)
+                log.debug("store unavailable while waiting for %s: %s", self._rid, exc)
             else:
                 if record is not None:
                     last = record
@@ -43,4 +64,174 @@ class PollingCompletion:
             left = deadline - time.monotonic()
             if left <= 0:
                 return last
-            await asyncio.sleep(min(self._interval_s, left))
+            await asyncio.sleep(min(self._owner._interval_s, left))
+
+
+class _Waiters:
+    """Requests waited on by one API process, each with a future and its last record seen."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, asyncio.Future[ResultRecord]] = {}
+        self.last: dict[str, ResultRecord] = {}
+        self.added = asyncio.Event()
+
+    def add(self, request_id: str) -> asyncio.Future[ResultRecord]:
+        future: asyncio.Future[ResultRecord] = asyncio.get_running_loop().create_future()
+        self.futures[request_id] = future
+        self.added.set()
+        return future
+
+    def discard(self, request_id: str) -> None:
+        future = self.futures.pop(request_id, None)
+        if future is not None and not future.done():
+            future.cancel()
+        self.last.pop(request_id, None)
+
+    def offer(self, request_id: str, record: ResultRecord | None) -> None:
+        future = self.futures.get(request_id)
+        if future is None or record is None:
+            return
+        self.last[request_id] = record
+        if record.is_final and not future.done():
+            future.set_result(record)
+
+    def offer_many(self, ids: Sequence[str], records: Sequence[ResultRecord | None]) -> None:
+        for rid, record in zip(ids, records, strict=True):
+            self.offer(rid, record)
+
+    def cancel_all(self) -> None:
+        for rid in list(self.futures):
+            self.discard(rid)
+
+
+class _FutureWatch:
+    def __init__(self, waiters: _Waiters, request_id: str) -> None:
+        self._waiters = waiters
+        self._rid = request_id
+        self._future = waiters.add(request_id)
+
+    def cancel(self) -> None:
+        self._waiters.discard(self._rid)
+
+    async def result(self, timeout_s: float) -> ResultRecord | None:
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+        except TimeoutError:
+            return self._waiters.last.get(self._rid)
+        finally:
+            self.cancel()
+
+
+async def _sweep(results: ResultStore, waiters: _Waiters) -> None:
+    ids = list(waiters.futures)
+    if not ids:
+        return
+    try:
+        records = await results.get_many(ids)
+    except StoreUnavailable as exc:
+        log.debug("store unavailable during a sweep: %s", exc)
+        return
+    waiters.offer_many(ids, records)
+
+
+class BatchCompletion:
+    """One MGET per tick for every request this process waits on."""
+
+    def __init__(self, results: ResultStore, *, interval_s: float) -> None:
+        self._results = results
+        self._interval_s = interval_s
+        self._waiters = _Waiters()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-poller")
+
+    async def close(self) -> None:
+        await _cancel(self._task)
+        self._task = None
+        self._waiters.cancel_all()
+
+    def watch(self, request_id: str) -> _FutureWatch:
+        return _FutureWatch(self._waiters, request_id)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._waiters.futures:
+                self._waiters.added.clear()
+                await self._waiters.added.wait()
+            await asyncio.sleep(self._interval_s)
+            await _sweep(self._results, self._waiters)
+
+
+class PushCompletion:
+    """One subscription per API process; a notice is followed by one GET of the record."""
+
+    def __init__(self, results: ResultStore, *, safety_interval_s: float,
+                 reconnect_max_s: float = 5.0) -> None:
+        self._results = results
+        self._safety_interval_s = safety_interval_s
+        self._reconnect_max_s = reconnect_max_s
+        self._waiters = _Waiters()
+        self._subscription: FinalsSubscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.resubscribed = 0
+
+    async def start(self) -> None:
+        # Subscribed before the API publishes anything: no notice can come too early.
+        self._subscription = await self._results.subscribe_finals()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen(), name="push-listener"),
+                       loop.create_task(self._safety_net(), name="push-safety-net")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            await _cancel(task)
+        self._tasks = []
+        if self._subscription is not None:
+            with contextlib.suppress(StoreUnavailable):
+                await self._subscription.close()
+            self._subscription = None
+        self._waiters.cancel_all()
+
+    def watch(self, request_id: str) -> _FutureWatch:
+        return _FutureWatch(self._waiters, request_id)
+
+    async def _listen(self) -> None:
+        pause = 0.1
+        while True:
+            try:
+                if self._subscription is None:
+                    self._subscription = await self._results.subscribe_finals()
+                    self.resubscribed += 1
+                    # Notices sent while we were away are lost: read what we wait on now.
+                    await _sweep(self._results, self._waiters)
+                rid = await self._subscription.next(1.0)
+                pause = 0.1
+            except StoreUnavailable as exc:
+                log.warning("finals subscription lost: %s", exc)
+                old, self._subscription = self._subscription, None
+                if old is not None:
+                    with contextlib.suppress(StoreUnavailable):
+                        await old.close()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self._reconnect_max_s)
+                continue
+            if rid is not None and rid in self._waiters.futures:
+                try:
+                    record = await self._results.get(rid)
+                except StoreUnavailable:
+                    continue  # the safety net reads it later
+                self._waiters.offer(rid, record)
+
+    async def _safety_net(self) -> None:
+        while True:
+            await asyncio.sleep(self._safety_interval_s)
+            await _sweep(self._results, self._waiters)
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

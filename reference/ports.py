@@ -101,6 +101,14 @@ class ResultStore(Protocol):
 
     async def release_claim(self, request_id: str, holder: str) -> None: ...
 
+    async def announce_final(self, request_id: str) -> None:
+        """Tell subscribers that this request's final record is written (best effort)."""
+        ...
+
+    async def subscribe_finals(self) -> FinalsSubscription:
+        """Subscribe to final-record notices; subscribed when this returns."""
+        ...
+
 
 class UserRepository(Protocol):
     """The example domain's users: integer ids, unique emails."""
@@ -120,13 +128,31 @@ class UserRepository(Protocol):
     async def delete(self, user_id: int) -> None: ...
 
 
+class Watch(Protocol):
+    """One request the API is waiting on; made before the message is published."""
+
+    async def result(self, timeout_s: float) -> ResultRecord | None:
+        """The final record, or the last record seen (or None) once `timeout_s` has passed."""
+        ...
+
+    def cancel(self) -> None: ...
+
+
 class Completion(Protocol):
-    """How the API learns that a request's record became final (SPEC §6 `completion`)."""
+    """How the API learns that a request's record became final (`REFERENCE_COMPLETION`)."""
 
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def wait_final(self, request_id: str, timeout_s: float) -> ResultRecord | None:
-        """The final record, or the last record seen (or None) once `timeout_s` has passed."""
+    def watch(self, request_id: str) -> Watch: ...
+
+
+class FinalsSubscription(Protocol):
+    """Notices of request ids whose final record was just written."""
+
+    async def next(self, timeout_s: float) -> str | None:
+        """The next request id, or None when nothing came within `timeout_s`."""
         ...
+
+    async def close(self) -> None: ...

@@ -11,7 +11,7 @@ from reference import actions
 from reference.clock import now_ms
 from reference.errors import BrokerUnavailable, StoreUnavailable
 from reference.messages import Principal, RequestMessage, encode
-from reference.ports import Completion, MessageBroker, ResultStore
+from reference.ports import Completion, MessageBroker, ResultStore, Watch
 from reference.records import FAIL, QUEUED, ResultRecord
 
 NOT_QUEUED_TTL_S = 300.0
@@ -21,6 +21,7 @@ NOT_QUEUED_TTL_S = 300.0
 class Submitted:
     request_id: str
     queued_at: int
+    watch: Watch | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,10 @@ class Requester:
         principal: Principal,
         *,
         deadline: int | None = None,
+        wait: bool = True,
     ) -> Submitted:
-        """Write Queued, then publish and wait for the broker's confirm.
+        """Write Queued, start watching for the result (if `wait`), then publish and wait for
+        the broker's confirm.
 
         Raises StoreUnavailable before publishing, BrokerUnavailable if not confirmed."""
         request_id = str(uuid.uuid4())
@@ -75,21 +78,29 @@ class Requester:
         await self._results.put(request_id, queued, ttl_s=self._result_ttl_s)
         message = RequestMessage(action, params, request_id, principal=principal,
                                  deadline=deadline)
+        # Watch before publishing, so that no notice of the result can come too early.
+        watch = self._completion.watch(request_id) if wait else None
         try:
             await self._broker.publish(self._queue, encode(message), message_id=request_id)
-        except BrokerUnavailable:
+        except BaseException as exc:
+            if watch is not None:
+                watch.cancel()
+            if not isinstance(exc, BrokerUnavailable):
+                raise
             failed = queued.evolve(status=FAIL, detail="not queued: the broker was unavailable",
                                    error={"code": "unavailable", "message": "broker unavailable"})
             # Best effort: the client gets a 503 either way.
             with contextlib.suppress(StoreUnavailable):
                 await self._results.put(request_id, failed, ttl_s=NOT_QUEUED_TTL_S)
             raise
-        return Submitted(request_id, queued_at)
+        return Submitted(request_id, queued_at, watch)
 
-    async def wait(self, request_id: str, timeout_s: float | None = None) -> Waited:
+    async def wait(self, submitted: Submitted, timeout_s: float | None = None) -> Waited:
+        """The final record, or what was last seen when the request timeout ran out."""
         timeout = self.request_timeout_s if timeout_s is None else timeout_s
-        record = await self._completion.wait_final(request_id, timeout)
-        return Waited(request_id, record, now_ms())
+        watch = submitted.watch or self._completion.watch(submitted.request_id)
+        record = await watch.result(timeout)
+        return Waited(submitted.request_id, record, now_ms())
 
     async def read(self, request_id: str) -> ResultRecord | None:
         return await self._results.get(request_id)

@@ -31,6 +31,7 @@ class Settings:
     jwt_issuer: str | None = None
     request_timeout_s: float = 30.0
     poll_interval_ms: float = 5.0
+    safety_poll_ms: float = 500.0
     result_ttl_s: float = 3600.0
     running_ttl_s: float = 600.0
     claim_ttl_s: float = 10.0
@@ -53,8 +54,8 @@ class Settings:
                 f"REFERENCE_QUEUE_TYPE must be one of {', '.join(QUEUE_TYPES)}, "
                 f"not {self.queue_type!r}"
             )
-        for name in ("request_timeout_s", "poll_interval_ms", "result_ttl_s", "claim_ttl_s",
-                     "running_ttl_s", "connect_timeout_s", "shutdown_timeout_s"):
+        for name in ("request_timeout_s", "poll_interval_ms", "safety_poll_ms", "result_ttl_s",
+                     "claim_ttl_s", "running_ttl_s", "connect_timeout_s", "shutdown_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_body_bytes", "concurrency", "delivery_limit"):
@@ -127,6 +128,7 @@ _ENV = tuple(
         ("JWT_ISSUER", "jwt_issuer", _TEXT),
         ("REQUEST_TIMEOUT_S", "request_timeout_s", _FLOAT),
         ("POLL_INTERVAL_MS", "poll_interval_ms", _FLOAT),
+        ("SAFETY_POLL_MS", "safety_poll_ms", _FLOAT),
         ("RESULT_TTL_S", "result_ttl_s", _FLOAT),
         ("RUNNING_TTL_S", "running_ttl_s", _FLOAT),
         ("CLAIM_TTL_S", "claim_ttl_s", _FLOAT),

@@ -273,6 +273,10 @@ class CoreWorker:
         if await self._results.put(rid, final, ttl_s=self._config.result_ttl_s):
             self.processed += 1
             log.debug("finished %s %s", rid, final.status)
+            try:
+                await self._results.announce_final(rid)
+            except StoreUnavailable as exc:  # the API's safety poll finds the record anyway
+                log.warning("could not announce the final record of %s: %s", rid, exc)
 
     async def _renew_claim(self, rid: str) -> None:
         pause = self._config.claim_ttl_s / 3

@@ -210,17 +210,18 @@ async def _dispatch(
     """Validate, submit, wait, answer: the whole life of one synchronous-looking call."""
     requester: Requester = request.app.ctx.requester
     params = requester.validate(action, params)
-    submitted = await requester.submit(action, params, principal)
+    respond_async = _wants_async(request)
+    submitted = await requester.submit(action, params, principal, wait=not respond_async)
     rid = submitted.request_id
     request.ctx.request_id = rid
     location = {"Location": f"/requests/{rid}"}
-    if _wants_async(request):
+    if respond_async:
         return _json({"request_id": rid, "status": "Queued", "detail": "queued"}, 202,
                      {**location, "Preference-Applied": "respond-async"})
     metrics: ApiMetrics = request.app.ctx.metrics
     metrics.waiting.inc()
     try:
-        waited = await requester.wait(rid)
+        waited = await requester.wait(submitted)
     finally:
         metrics.waiting.dec()
     return _answer(request, action, waited, success_status, location)

@@ -22,18 +22,27 @@ def base_settings(**changes: object) -> Settings:
                     shutdown_timeout_s=1.0).replace(**changes)
 
 
-@pytest_asyncio.fixture(params=["memory", pytest.param("real", marks=pytest.mark.real)])
+TARGETS = [
+    ("memory", "poll"), ("memory", "batch"), ("memory", "push"),
+    pytest.param(("real", "poll"), marks=pytest.mark.real),
+    pytest.param(("real", "push"), marks=pytest.mark.real),
+]
+
+
+@pytest_asyncio.fixture(params=TARGETS, ids=lambda t: "-".join(t))
 async def target(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[tuple]:
-    if request.param == "memory":
-        settings = base_settings(queue=f"scen-{unique}")
+    where, completion = request.param
+    if where == "memory":
+        settings = base_settings(queue=f"scen-{unique}", completion=completion)
     else:
         settings = base_settings(broker_url=require_server(AMQP_URL, 5672),
                                  store_url=require_server(REDIS_URL, 6379),
-                                 queue=f"scen-{unique}", key_prefix=f"scen{unique}:")
+                                 queue=f"scen-{unique}", key_prefix=f"scen{unique}:",
+                                 completion=completion)
     async with running_pipeline(settings) as pipe:
         async with httpx.AsyncClient(base_url=pipe.base_url, timeout=10) as http:
             yield pipe, http
-    if request.param == "real":
+    if where == "real":
         await _cleanup_real(settings)
 
 

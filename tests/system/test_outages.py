@@ -100,3 +100,23 @@ async def _queue_empty(p: object) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_push_subscription_survives_a_redis_cut(real: RealBrokers) -> None:
+    """With push, a Redis cut drops the subscription; it comes back by itself, and notices
+    work again (the safety poll is set too slow to be what answers)."""
+    settings = settings_for(real, completion="push", safety_poll_ms=60_000.0)
+    async with running_pipeline(settings) as p:
+        async with httpx.AsyncClient(base_url=p.base_url, timeout=15) as http:
+            before = await http.post("/jobs", json={"duration_ms": 0}, headers=p.auth())
+            assert before.status_code == 200
+            real.redis_proxy.cut()
+            await asyncio.sleep(0.5)
+            real.redis_proxy.restore()
+
+            async def answered_quickly() -> bool:
+                started = time.monotonic()
+                r = await http.post("/jobs", json={"duration_ms": 0}, headers=p.auth())
+                return r.status_code == 200 and time.monotonic() - started < 2.0
+
+            assert await eventually(answered_quickly, timeout=30, interval=0.3)
