@@ -27,10 +27,10 @@ class ResultRecord:
     result: Any = None
     error: dict[str, Any] | None = None
     owner: str | None = None
-    queued_at: int | None = None
-    started_at: int | None = None
-    updated_at: int | None = None
-    finished_at: int | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    updated_at: float | None = None
+    finished_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -20,7 +20,7 @@ NOT_QUEUED_TTL_S = 300.0
 @dataclass(frozen=True, slots=True)
 class Submitted:
     request_id: str
-    queued_at: int
+    queued_at: float
     watch: Watch | None = None
 
 
@@ -28,7 +28,7 @@ class Submitted:
 class Waited:
     request_id: str
     record: ResultRecord | None  # final, or the last seen when the wait timed out
-    seen_at: int  # epoch ms when the API saw it
+    seen_at: float  # epoch ms when the API saw it
 
     @property
     def is_final(self) -> bool:

@@ -218,9 +218,8 @@ class CoreWorker:
         )
         try:
             if message.deadline is not None and started > message.deadline:
-                raise DeadlineExceeded(
-                    f"deadline passed {started - message.deadline} ms before the work could start"
-                )
+                late = started - message.deadline
+                raise DeadlineExceeded(f"deadline passed {late:.0f} ms before the work could start")
             if message.version != 1:
                 raise ValidationFailed(f"unsupported message version {message.version}",
                                        field="version")

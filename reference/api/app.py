@@ -179,17 +179,17 @@ def _wants_async(request: Request) -> bool:
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
 
 
-def _server_timing(record: ResultRecord, seen_at: int, total_ms: float) -> str:
+def _server_timing(record: ResultRecord, seen_at: float, total_ms: float) -> str:
     parts = []
 
-    def part(name: str, start: int | None, end: int | None) -> None:
+    def part(name: str, start: float | None, end: float | None) -> None:
         if start is not None and end is not None:
-            parts.append(f"{name};dur={max(0, end - start)}")
+            parts.append(f"{name};dur={max(0.0, end - start):.3f}")
 
     part("queue", record.queued_at, record.started_at)
     part("work", record.started_at, record.finished_at)
     part("notice", record.finished_at, seen_at)
-    parts.append(f"total;dur={total_ms:.1f}")
+    parts.append(f"total;dur={total_ms:.3f}")
     return ", ".join(parts)
 
 

@@ -155,7 +155,7 @@ async def test_deadline_passed_is_readable_as_504_code(
 ) -> None:
     """A message past its deadline records deadline_exceeded, which its owner can read."""
     msg = RequestMessage("runJob", {"duration_ms": 0}, "late-1", principal=Principal("alice"),
-                         deadline=now_ms() - 5)
+                         deadline=int(now_ms()) - 5)
     await pipe.services.broker.publish(pipe.settings.queue, encode(msg), message_id="late-1")
     record = await final_record(pipe.services.results, "late-1")
     assert record.error_code == "deadline_exceeded"

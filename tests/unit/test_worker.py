@@ -146,7 +146,7 @@ async def test_failures_get_their_error_code(
 async def test_deadline_in_the_past_is_not_run(rig: Rig) -> None:
     """A message whose deadline has passed records deadline_exceeded and does no work."""
     await rig.publish("createUser", {"name": "Late", "email": "late@example.com"}, "d1",
-                      deadline=now_ms() - 1000)
+                      deadline=int(now_ms()) - 1000)
     record = await final_record(rig.services.results, "d1")
     assert record.error_code == "deadline_exceeded"
     users, _ = await rig.services.users.list(limit=10, after=None)
