@@ -11,25 +11,35 @@ from redis.asyncio import Redis
 from adapters.redis_errors import translate_errors
 from reference.records import MalformedRecord, ResultRecord
 
-# Write a record unless the one stored is final (Success or Fail): a final record is never
-# overwritten, whoever tries. Records written by other producers are parsed the same way.
-_PUT_UNLESS_FINAL = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ok, doc = pcall(cjson.decode, cur)
-  if ok and type(doc) == 'table' and (doc['status'] == 'Success' or doc['status'] == 'Fail') then
-    return 0
-  end
-end
+# A final record is never overwritten. Finality is kept in a marker key beside the record
+# (`<prefix>final:<request_id>`), set with NX in the same script that writes the final record,
+# so that no write has to read the record itself to know.
+
+# KEYS: record, marker, claim   ARGV: json, ttl ms, channel, request_id, release claim ('1'/'')
+_FINISH = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[5] == '1' then redis.call('DEL', KEYS[3]) end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"""
+
+# KEYS: record, marker   ARGV: json, ttl ms
+_PROGRESS = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-_TAKE_CLAIM = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+# KEYS: record, marker, claim   ARGV: holder, claim ms, running json, running ttl ms
+_BEGIN = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'final' end
+if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'held' end
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 'started'
 """
 
 _RENEW_CLAIM = """
@@ -44,7 +54,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-
 SUBSCRIBE_TIMEOUT_S = 5.0
 
 
@@ -53,18 +62,23 @@ def _ms(seconds: float) -> int:
 
 
 class RedisResultStore:
-    """Records under `<prefix><request_id>`; claims under `<prefix>claim:<request_id>`."""
+    """Records under `<prefix><request_id>`, their finality markers under
+    `<prefix>final:<request_id>`, claims under `<prefix>claim:<request_id>`."""
 
     def __init__(self, client: Redis, *, key_prefix: str = "") -> None:
         self._redis = client
         self._prefix = key_prefix
-        self._put = client.register_script(_PUT_UNLESS_FINAL)
-        self._take = client.register_script(_TAKE_CLAIM)
+        self._finish = client.register_script(_FINISH)
+        self._progress = client.register_script(_PROGRESS)
+        self._begin = client.register_script(_BEGIN)
         self._renew = client.register_script(_RENEW_CLAIM)
         self._release = client.register_script(_RELEASE_CLAIM)
 
     def _key(self, request_id: str) -> str:
         return self._prefix + request_id
+
+    def _marker_key(self, request_id: str) -> str:
+        return f"{self._prefix}final:{request_id}"
 
     @property
     def finals_channel(self) -> str:
@@ -81,9 +95,42 @@ class RedisResultStore:
         await self._redis.aclose(close_connection_pool=True)
 
     @translate_errors
+    async def create(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
+        """The first record of a new request; False (nothing written) if the id is taken."""
+        created = await self._redis.set(self._key(request_id), record.to_json(), nx=True,
+                                        px=_ms(ttl_s))
+        return bool(created)
+
+    @translate_errors
     async def put(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
-        written = await self._put(keys=[self._key(request_id)], args=[record.to_json(), _ms(ttl_s)])
-        return bool(written)
+        if record.is_final:
+            return await self._write_final(request_id, record, ttl_s, holder=None)
+        keys = [self._key(request_id), self._marker_key(request_id)]
+        return bool(await self._progress(keys=keys, args=[record.to_json(), _ms(ttl_s)]))
+
+    @translate_errors
+    async def begin(self, request_id: str, holder: str, running: ResultRecord, *,
+                    claim_ttl_s: float, running_ttl_s: float) -> str:
+        keys = [self._key(request_id), self._marker_key(request_id),
+                self._claim_key(request_id)]
+        args = [holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s)]
+        state = await self._begin(keys=keys, args=args)
+        return state.decode() if isinstance(state, bytes) else str(state)
+
+    @translate_errors
+    async def finish(self, request_id: str, holder: str, final: ResultRecord, *,
+                     ttl_s: float) -> bool:
+        return await self._write_final(request_id, final, ttl_s, holder=holder)
+
+    async def _write_final(self, request_id: str, final: ResultRecord, ttl_s: float, *,
+                           holder: str | None) -> bool:
+        if not final.is_final:
+            raise ValueError(f"not a final record: {final.status}")
+        keys = [self._key(request_id), self._marker_key(request_id),
+                self._claim_key(request_id)]
+        args = [final.to_json(), _ms(ttl_s), self.finals_channel, request_id,
+                "1" if holder is not None else ""]
+        return bool(await self._finish(keys=keys, args=args))
 
     @translate_errors
     async def get(self, request_id: str) -> ResultRecord | None:
@@ -95,10 +142,6 @@ class RedisResultStore:
             return []
         raws = await self._redis.mget([self._key(r) for r in request_ids])
         return [_parse(raw) for raw in raws]
-
-    @translate_errors
-    async def claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:
-        return bool(await self._take(keys=[self._claim_key(request_id)], args=[holder, _ms(ttl_s)]))
 
     @translate_errors
     async def renew_claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,16 @@ class JwtKeys:
 
 
 class JwtVerifier:
+    """Verifies bearer tokens; remembers tokens it verified until they expire.
+
+    A client sends the same token with every request; checking its signature once is enough.
+    The cache is keyed by the whole token, holds only tokens that passed every check, and
+    drops each one at its `exp`."""
+
+    CACHE_SIZE = 10_000
+
     def __init__(self, keys: JwtKeys, *, audience: str | None, issuer: str | None) -> None:
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
         self._keys = keys
         self._audience = audience
         self._issuer = issuer
@@ -75,6 +85,18 @@ class JwtVerifier:
         return self.verify(token)
 
     def verify(self, token: str) -> Principal:
+        cached = self._cache.get(token)
+        if cached is not None:
+            if time.time() < cached[0]:
+                return cached[1]
+            del self._cache[token]
+        principal, exp = self._verify(token)
+        self._cache[token] = (exp, principal)
+        if len(self._cache) > self.CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -96,7 +118,7 @@ class JwtVerifier:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise AuthError("roles must be a list of strings", token_present=True)
-        return Principal(sub=sub, roles=tuple(roles))
+        return Principal(sub=sub, roles=tuple(roles)), float(claims["exp"])
 
 
 def sign_token(

@@ -27,6 +27,7 @@ class RequestMessage:
     version: int = 1
     principal: Principal | None = None
     deadline: int | None = None  # epoch ms after which the work must not start
+    queued_at: float | None = None  # our extension: when the API queued it (epoch ms)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -40,6 +41,8 @@ class RequestMessage:
             out["principal"] = self.principal.to_dict()
         if self.deadline is not None:
             out["deadline"] = self.deadline
+        if self.queued_at is not None:
+            out["queued_at"] = self.queued_at
         return out
 
 
@@ -75,7 +78,12 @@ def decode(body: bytes) -> RequestMessage:
     deadline = data.get("deadline")
     if deadline is not None and type(deadline) is not int:
         raise poison("deadline must be an integer (epoch ms)")
+    queued_at = data.get("queued_at")
+    if queued_at is not None and (not isinstance(queued_at, int | float)
+                                  or isinstance(queued_at, bool)):
+        raise poison("queued_at must be a number (epoch ms)")
     return RequestMessage(
+        queued_at=queued_at,
         action=action,
         params=params,
         request_id=request_id,

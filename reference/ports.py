@@ -85,16 +85,30 @@ class ResultStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def create(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
+        """Write the first record of a new request id; False if the id is taken."""
+        ...
+
     async def put(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
-        """Write the record with a TTL; return False (and write nothing) if a final one is there."""
+        """Write the record with a TTL; False (and nothing written) once a final one is there.
+        A final record is announced to subscribers."""
         ...
 
     async def get(self, request_id: str) -> ResultRecord | None: ...
 
     async def get_many(self, request_ids: Sequence[str]) -> list[ResultRecord | None]: ...
 
-    async def claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:
-        """Take the claim on a request unless someone else holds it; True if we hold it now."""
+    async def begin(self, request_id: str, holder: str, running: ResultRecord, *,
+                    claim_ttl_s: float, running_ttl_s: float) -> str:
+        """Claim the request and write its Running record, in one step.
+
+        Returns "started" (the claim is ours: ours before, or free), "held" (another holder
+        has it; nothing written) or "final" (the request is done; nothing written)."""
+        ...
+
+    async def finish(self, request_id: str, holder: str, final: ResultRecord, *,
+                     ttl_s: float) -> bool:
+        """Write the final record unless there is one, release the claim, announce it."""
         ...
 
     async def renew_claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool: ...

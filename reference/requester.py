@@ -75,9 +75,9 @@ class Requester:
         queued_at = now_ms()
         queued = ResultRecord(status=QUEUED, detail="queued", owner=principal.sub,
                               queued_at=queued_at, updated_at=queued_at)
-        await self._results.put(request_id, queued, ttl_s=self._result_ttl_s)
+        await self._results.create(request_id, queued, ttl_s=self._result_ttl_s)
         message = RequestMessage(action, params, request_id, principal=principal,
-                                 deadline=deadline)
+                                 deadline=deadline, queued_at=queued_at)
         # Watch before publishing, so that no notice of the result can come too early.
         watch = self._completion.watch(request_id) if wait else None
         try:

@@ -131,60 +131,86 @@ class CoreWorker:
             await self._dead_letter(delivery, exc)
             return
         rid = message.request_id
-        record = await self._results.get(rid)
-        if record is not None and record.is_final:
+        started = now_ms()
+        running = ResultRecord(
+            status=RUNNING, detail="running", progress=0,
+            owner=message.principal.sub if message.principal else None,
+            queued_at=message.queued_at, started_at=started, updated_at=started,
+        )
+        try:
+            failure = self._check(message, started)
+        except DomainError as exc:
+            failure = exc
+        if failure is not None:
+            # Refused before any work: the final record, written once whoever gets here first.
+            await self._finish(rid, running, failure, holder=None)
             await delivery.ack()
             return
-        if not await self._acquire(rid):
-            record = await self._wait_for_holder(rid)
-            if record is None:  # we are stopping: someone else will take it
-                await self._hand_back(delivery)
-                return
-            if record.is_final:
-                await delivery.ack()
-                return
+        state = await self._begin(rid, running)
+        if state == "held":
+            state = await self._wait_for_holder(rid, running)
+        if state == "final":
+            await delivery.ack()
+            return
+        if state == "stopping":  # someone else will take it
+            await self._hand_back(delivery)
+            return
         try:
-            await self._run(message, record)
+            await self._run(message, running)
+        except BaseException:
+            # Handed back (shutdown or outage): let the next worker take it without waiting
+            # for the claim to expire.
+            with contextlib.suppress(Exception):
+                await self._results.release_claim(rid, self.worker_id)
+            raise
         finally:
             self._running.discard(rid)
-            with contextlib.suppress(StoreUnavailable):
-                await self._results.release_claim(rid, self.worker_id)
         await delivery.ack()
 
-    async def _acquire(self, rid: str) -> bool:
-        """Claim a request, unless this worker or another live one is running it already.
+    @staticmethod
+    def _check(message: RequestMessage, now: float) -> DomainError | None:
+        """What refuses a message before any work: deadline, version, action, params."""
+        if message.deadline is not None and now > message.deadline:
+            late = now - message.deadline
+            return DeadlineExceeded(f"deadline passed {late:.0f} ms before the work could start")
+        if message.version != 1:
+            return ValidationFailed(f"unsupported message version {message.version}",
+                                    field="version")
+        actions.validate(message.action, message.params)
+        return None
+
+    async def _begin(self, rid: str, running: ResultRecord) -> str:
+        """Claim the request and write Running, unless this worker or another live one is
+        running it already ("held") or it is done ("final").
 
         The Redis claim is per worker (so that a copy handed back after a store outage can be
         taken again at once); `_running` keeps two copies apart inside one worker."""
         if rid in self._running:
-            return False
+            return "held"
         self._running.add(rid)
         try:
-            claimed = await self._results.claim(rid, self.worker_id,
-                                                ttl_s=self._config.claim_ttl_s)
+            state = await self._results.begin(
+                rid, self.worker_id, running,
+                claim_ttl_s=self._config.claim_ttl_s, running_ttl_s=self._config.running_ttl_s)
         except BaseException:
             self._running.discard(rid)
             raise
-        if not claimed:
+        if state != "started":
             self._running.discard(rid)
-        return claimed
+        return state
 
-    async def _wait_for_holder(self, rid: str) -> ResultRecord | None:
-        """Another live worker holds the claim: wait until it finishes or its claim expires.
-
-        Returns the final record, a non-final record once we hold the claim, or None when the
-        worker is stopping.
-        """
+    async def _wait_for_holder(self, rid: str, running: ResultRecord) -> str:
+        """Another live holder runs this request: wait until it is final ("final"), or its
+        claim expires and we take over ("started"), or we are stopping ("stopping")."""
         pause = self._config.claim_ttl_s / 4
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), pause)
-            record = await self._results.get(rid)
-            if record is not None and record.is_final:
-                return record
-            if await self._acquire(rid):
-                return record or ResultRecord(status=RUNNING, detail="")
-        return None
+            now = now_ms()
+            state = await self._begin(rid, running.evolve(started_at=now, updated_at=now))
+            if state != "held":
+                return state
+        return "stopping"
 
     async def _dead_letter(self, delivery: Delivery, exc: PoisonMessage) -> None:
         log.warning("poison message dead-lettered (request_id=%s): %s", exc.request_id, exc.reason)
@@ -201,40 +227,15 @@ class CoreWorker:
                 await self._results.put(exc.request_id, record, ttl_s=self._config.result_ttl_s)
         await delivery.reject(requeue=False)
 
-    async def _run(self, message: RequestMessage, known: ResultRecord | None) -> None:
+    async def _run(self, message: RequestMessage, base: ResultRecord) -> None:
         cfg = self._config
         rid = message.request_id
-        started = now_ms()
-        owner = known.owner if known and known.owner else (
-            message.principal.sub if message.principal else None
-        )
-        base = ResultRecord(
-            status=RUNNING,
-            detail="running",
-            owner=owner,
-            queued_at=known.queued_at if known else None,
-            started_at=started,
-            updated_at=started,
-        )
-        try:
-            if message.deadline is not None and started > message.deadline:
-                late = started - message.deadline
-                raise DeadlineExceeded(f"deadline passed {late:.0f} ms before the work could start")
-            if message.version != 1:
-                raise ValidationFailed(f"unsupported message version {message.version}",
-                                       field="version")
-            action = actions.lookup(message.action)
-            params = action.validate(message.params)
-        except DomainError as exc:
-            await self._finish(rid, base, exc)
-            return
-
-        await self._results.put(rid, base.evolve(progress=0), ttl_s=cfg.running_ttl_s)
         self.runs_started += 1
+        action = actions.lookup(message.action)
+        params = action.validate(message.params)
 
         async def report_progress(percent: int, detail: str) -> None:
-            now = now_ms()
-            update = base.evolve(progress=percent, detail=detail, updated_at=now)
+            update = base.evolve(progress=percent, detail=detail, updated_at=now_ms())
             await self._results.put(rid, update, ttl_s=cfg.running_ttl_s)
 
         context = actions.ActionContext(rid, self._users, report_progress, message.principal)
@@ -252,9 +253,10 @@ class CoreWorker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-        await self._finish(rid, base, outcome)
+        await self._finish(rid, base, outcome, holder=self.worker_id)
 
-    async def _finish(self, rid: str, base: ResultRecord, outcome: Any) -> None:
+    async def _finish(self, rid: str, base: ResultRecord, outcome: Any, *,
+                      holder: str | None) -> None:
         now = now_ms()
         if isinstance(outcome, actions.Outcome):
             final = base.evolve(status=SUCCESS, detail=outcome.detail, result=outcome.result,
@@ -264,18 +266,19 @@ class CoreWorker:
             if outcome.field:
                 error["field"] = outcome.field
             final = base.evolve(status=FAIL, detail=outcome.message, error=error,
-                                updated_at=now, finished_at=now)
+                                progress=None, updated_at=now, finished_at=now)
         else:
-            final = base.evolve(status=FAIL, detail="internal error",
+            final = base.evolve(status=FAIL, detail="internal error", progress=None,
                                 error={"code": "internal", "message": "internal error"},
                                 updated_at=now, finished_at=now)
-        if await self._results.put(rid, final, ttl_s=self._config.result_ttl_s):
+        ttl = self._config.result_ttl_s
+        if holder is None:
+            written = await self._results.put(rid, final, ttl_s=ttl)
+        else:
+            written = await self._results.finish(rid, holder, final, ttl_s=ttl)
+        if written:
             self.processed += 1
             log.debug("finished %s %s", rid, final.status)
-            try:
-                await self._results.announce_final(rid)
-            except StoreUnavailable as exc:  # the API's safety poll finds the record anyway
-                log.warning("could not announce the final record of %s: %s", rid, exc)
 
     async def _renew_claim(self, rid: str) -> None:
         pause = self._config.claim_ttl_s / 3

@@ -63,16 +63,29 @@ async def test_final_record_is_never_overwritten(store: RedisResultStore) -> Non
     assert await store.put("r1", rec(FAIL, "first"), ttl_s=60) is True
     assert await store.put("r1", rec(SUCCESS, "second"), ttl_s=60) is False
     assert await store.put("r1", rec(RUNNING, "late progress"), ttl_s=60) is False
+    assert await store.finish("r1", "w1", rec(SUCCESS, "third"), ttl_s=60) is False
+    assert await store.begin("r1", "w1", rec(RUNNING), claim_ttl_s=5, running_ttl_s=60) == "final"
     stored = await store.get("r1")
     assert stored is not None and (stored.status, stored.detail) == (FAIL, "first")
 
 
+async def test_create_refuses_a_taken_id(store: RedisResultStore) -> None:
+    """create writes the first record of a request id, once."""
+    assert await store.create("r1", rec(QUEUED, "first"), ttl_s=60) is True
+    assert await store.create("r1", rec(QUEUED, "again"), ttl_s=60) is False
+    stored = await store.get("r1")
+    assert stored is not None and stored.detail == "first"
+
+
 async def test_record_expires_after_its_ttl(store: RedisResultStore) -> None:
     """Every record has a TTL: after it, the key is gone."""
-    await store.put("short", rec(QUEUED), ttl_s=0.2)
-    assert await store.get("short") is not None
+    await store.create("short", rec(QUEUED), ttl_s=0.2)
+    await store.put("final", rec(SUCCESS), ttl_s=0.2)
+    assert await store.get("short") is not None and await store.get("final") is not None
     await asyncio.sleep(0.4)
-    assert await store.get("short") is None
+    assert await store.get("short") is None and await store.get("final") is None
+    # The finality marker expired with its record: the id may be used afresh.
+    assert await store.put("final", rec(RUNNING), ttl_s=60) is True
 
 
 async def test_get_many_keeps_order_and_gaps(store: RedisResultStore) -> None:
@@ -84,34 +97,57 @@ async def test_get_many_keeps_order_and_gaps(store: RedisResultStore) -> None:
     assert await store.get_many([]) == []
 
 
-async def test_records_of_other_producers_are_read_and_protected(
+async def test_records_of_other_producers_are_read(
     store: RedisResultStore, client: Any, unique: str
 ) -> None:
-    """A minimal record written by another core ({status, detail}) is read, and if final kept."""
+    """A minimal record written by another core ({status, detail}) is read as a record."""
     await client.set(f"t{unique}:ext", b'{"detail": "made elsewhere", "status": "Success"}')
     record = await store.get("ext")
     assert record is not None and record.status == SUCCESS and record.detail == "made elsewhere"
-    assert await store.put("ext", rec(FAIL, "overwrite?"), ttl_s=60) is False
 
 
-async def test_claims_are_exclusive_until_released(store: RedisResultStore) -> None:
-    """One holder at a time; the holder may renew and re-take; release frees it."""
-    assert await store.claim("r1", "w1", ttl_s=5) is True
-    assert await store.claim("r1", "w2", ttl_s=5) is False
-    assert await store.claim("r1", "w1", ttl_s=5) is True
+async def test_begin_claims_and_writes_running(store: RedisResultStore) -> None:
+    """begin: one holder at a time; the holder may begin again; finish frees the claim."""
+    running = rec(RUNNING, "running", owner="alice")
+    assert await store.begin("r1", "w1", running, claim_ttl_s=5, running_ttl_s=60) == "started"
+    assert await store.get("r1") == running
+    assert await store.begin("r1", "w2", rec(RUNNING, "w2"), claim_ttl_s=5,
+                             running_ttl_s=60) == "held"
+    assert (await store.get("r1")) == running  # the refused begin wrote nothing
+    assert await store.begin("r1", "w1", running, claim_ttl_s=5, running_ttl_s=60) == "started"
     assert await store.renew_claim("r1", "w2", ttl_s=5) is False
     assert await store.renew_claim("r1", "w1", ttl_s=5) is True
     await store.release_claim("r1", "w2")  # not the holder: no effect
-    assert await store.claim("r1", "w2", ttl_s=5) is False
+    assert await store.begin("r1", "w2", running, claim_ttl_s=5, running_ttl_s=60) == "held"
     await store.release_claim("r1", "w1")
-    assert await store.claim("r1", "w2", ttl_s=5) is True
+    assert await store.begin("r1", "w2", running, claim_ttl_s=5, running_ttl_s=60) == "started"
+    assert await store.finish("r1", "w2", rec(SUCCESS, "done"), ttl_s=60) is True
+    assert await store.begin("r1", "w3", running, claim_ttl_s=5, running_ttl_s=60) == "final"
 
 
 async def test_claim_of_a_dead_holder_expires(store: RedisResultStore) -> None:
     """A claim that is not renewed lapses, and another worker can take it."""
-    assert await store.claim("r1", "dead", ttl_s=0.2) is True
+    running = rec(RUNNING)
+    assert await store.begin("r1", "dead", running, claim_ttl_s=0.2, running_ttl_s=60) == "started"
     await asyncio.sleep(0.4)
-    assert await store.claim("r1", "alive", ttl_s=5) is True
+    assert await store.begin("r1", "alive", running, claim_ttl_s=5,
+                             running_ttl_s=60) == "started"
+
+
+async def test_final_records_are_announced(store: RedisResultStore) -> None:
+    """A subscriber hears the id of every final record written, and only of those."""
+    subscription = await store.subscribe_finals()
+    try:
+        await store.put("r1", rec(RUNNING), ttl_s=60)
+        await store.put("r1", rec(SUCCESS), ttl_s=60)
+        await store.begin("r2", "w", rec(RUNNING), claim_ttl_s=5, running_ttl_s=60)
+        await store.finish("r2", "w", rec(FAIL), ttl_s=60)
+        await store.put("r2", rec(SUCCESS), ttl_s=60)  # refused: not announced again
+        heard = [await subscription.next(2.0) for _ in range(2)]
+        assert heard == ["r1", "r2"]
+        assert await subscription.next(0.2) is None
+    finally:
+        await subscription.close()
 
 
 # --- UserRepository ---------------------------------------------------------------------------

@@ -121,3 +121,26 @@ def test_memory_default_makes_an_ephemeral_key() -> None:
     assert keys.ephemeral
     v = JwtVerifier(keys, audience=None, issuer=None)
     assert v.verify(sign_token(keys, sub="dev", roles=("a",))).roles == ("a",)
+
+
+def test_a_cached_token_still_expires() -> None:
+    """A token verified once is remembered, but not past its exp."""
+    v = verifier()
+    raw = token({"exp": int(time.time()) + 1})
+    assert v.verify(raw).sub == "alice"
+    assert v.verify(raw).sub == "alice"
+    time.sleep(1.1)
+    with pytest.raises(AuthError, match="expired"):
+        v.verify(raw)
+
+
+def test_the_cache_does_not_accept_a_forged_twin() -> None:
+    """A token differing from a cached one in any byte is verified afresh (and fails)."""
+    v = verifier()
+    raw = token({})
+    v.verify(raw)
+    header, payload, signature = raw.split(".")
+    tail = "AA" if signature[-2:] != "AA" else "BB"
+    forged = ".".join([header, payload, signature[:-2] + tail])
+    with pytest.raises(AuthError):
+        v.verify(forged)

@@ -216,7 +216,8 @@ async def test_stop_hands_back_work_that_outlives_the_bound() -> None:
 
 async def test_copy_held_by_a_live_worker_is_not_run_twice(rig: Rig) -> None:
     """While another live worker holds the claim, a copy waits for its final record, then acks."""
-    await rig.services.results.claim("c1", "other-worker", ttl_s=5)
+    await rig.services.results.begin("c1", "other-worker", ResultRecord(status=RUNNING, detail=""),
+                                     claim_ttl_s=5, running_ttl_s=60)
     await rig.publish("createUser", {"name": "Once", "email": "once@example.com"}, "c1")
     await asyncio.sleep(0.3)
     assert rig.worker.in_flight == 1  # waiting, not running
