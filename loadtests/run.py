@@ -220,8 +220,14 @@ class Stack:
         except Exception as exc:  # cleanup is best effort; say so
             print(f"loadtests: could not delete queue {self.queue}: {exc}", file=sys.stderr)
         client = aioredis.from_url(self.redis_url)
-        async for key in client.scan_iter(match=self.prefix + "*", count=1000):
-            await client.unlink(key)
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=self.prefix + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
         await client.aclose()
 
 
