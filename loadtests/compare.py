@@ -71,7 +71,7 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
 
         lines.append(
             f"| {mode} | {col('throughput_rps', digits=0)} | {col('failures', digits=0)} "
-            f"| {col('latency_ms', 'p50', 0)} | {col('latency_ms', 'p99', 0)} "
+            f"| {col('latency_ms', 'p50', 1)} | {col('latency_ms', 'p99', 1)} "
             f"| {col('notice_ms', 'p50', 2)} | {col('queue_ms', 'p50', 2)} "
             f"| {col('work_ms', 'p50', 2)} | {col('redis_reads_per_request', digits=2)} "
             f"| {col('redis_commands_per_request', digits=1)} |")

@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenario": args.scenario,
         "api_workers": args.api_workers,
         "core_workers": args.core_workers,
+        "queue": stack.queue if stack else None,
+        "key_prefix": stack.prefix if stack else None,
         **measured,
         "redis_reads_per_request": round(sum(delta.get(c, 0) for c in READ_COMMANDS)
                                          / requests, 3),
