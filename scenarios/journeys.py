@@ -64,8 +64,9 @@ def _poll_until_final(ctx: Context, location: str, name: str, *,
     raise ScenarioFailure(f"{location} not final after {limit} reads")
 
 
-def long_job(ctx: Context, duration_ms: int = 1000, steps: int = 10) -> Journey:
+def long_job(ctx: Context, steps: int = 10) -> Journey:
     """Start a job with Prefer: respond-async and follow its progress to Success."""
+    duration_ms = ctx.job_ms
     accepted = yield Call("POST", "/jobs", "start job (async)",
                           json={"duration_ms": duration_ms, "steps": steps},
                           headers={**ctx.auth(), "Prefer": "respond-async"},

@@ -48,6 +48,7 @@ class Context:
     unique: Callable[[], str]  # a string unique within the run (for emails)
     request_timeout_s: float = 30.0
     sub: str = "load"
+    job_ms: int = 1000  # length of the long_job journey's job
 
     def auth(self, sub: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(sub or self.sub)}"}

@@ -34,6 +34,23 @@ def require_server(url: str, default_port: int) -> str:
     pytest.skip(message)
 
 
+async def delete_queue_and_keys(queue: str, key_prefix: str) -> None:
+    """Remove what a test left on the real brokers: its queue, its DLQ, its keys."""
+    import aiormq
+    import redis.asyncio as aioredis
+
+    conn = await aiormq.connect(AMQP_URL)
+    channel = await conn.channel()
+    for name in (queue, queue + ".dlq"):
+        await channel.queue_delete(name)
+    await conn.close()
+    client = aioredis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=key_prefix + "*", count=1000)]
+    if keys:
+        await client.unlink(*keys)
+    await client.aclose()
+
+
 @pytest.fixture
 def amqp_url() -> str:
     return require_server(AMQP_URL, 5672)

@@ -17,7 +17,7 @@ _counter = itertools.count()
 def context_for(pipe: Pipeline) -> Context:
     run = uuid.uuid4().hex[:8]
     return Context(token=lambda sub: pipe.token(sub), unique=lambda: f"{run}-{next(_counter)}",
-                   request_timeout_s=pipe.settings.request_timeout_s)
+                   request_timeout_s=pipe.settings.request_timeout_s, job_ms=300)
 
 
 def httpx_sender(http: httpx.AsyncClient) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -11,7 +12,7 @@ import pytest_asyncio
 from fakes.pipeline import running_pipeline
 from reference.settings import Settings
 from scenarios import SCENARIOS, Call, Context, Reply, ScenarioFailure, run_async
-from tests.conftest import AMQP_URL, REDIS_URL, require_server
+from tests.conftest import AMQP_URL, REDIS_URL, delete_queue_and_keys, require_server
 from tests.scenarios.conftest import context_for, httpx_sender
 
 SECRET = "scenario-secret-" + "q" * 24
@@ -29,9 +30,15 @@ TARGETS = [
 ]
 
 
-@pytest_asyncio.fixture(params=TARGETS, ids=lambda t: "-".join(t))
-async def target(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[tuple]:
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(params=TARGETS, ids=lambda t: "-".join(t), scope="module",
+                        loop_scope="module")
+async def target(request: pytest.FixtureRequest) -> AsyncIterator[tuple]:
+    """One running pipeline per target, shared by the journeys (their emails are unique)."""
     where, completion = request.param
+    unique = uuid.uuid4().hex[:12]
     if where == "memory":
         settings = base_settings(queue=f"scen-{unique}", completion=completion)
     else:
@@ -43,22 +50,7 @@ async def target(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[t
         async with httpx.AsyncClient(base_url=pipe.base_url, timeout=10) as http:
             yield pipe, http
     if where == "real":
-        await _cleanup_real(settings)
-
-
-async def _cleanup_real(settings: Settings) -> None:
-    import aiormq
-    import redis.asyncio as aioredis
-
-    conn = await aiormq.connect(AMQP_URL)
-    channel = await conn.channel()
-    for name in (settings.queue, settings.queue + ".dlq"):
-        await channel.queue_delete(name)
-    await conn.close()
-    client = aioredis.from_url(REDIS_URL)
-    async for key in client.scan_iter(match=settings.key_prefix + "*"):
-        await client.delete(key)
-    await client.aclose()
+        await delete_queue_and_keys(settings.queue, settings.key_prefix)
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import aiormq
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
-from tests.conftest import AMQP_URL, REDIS_URL, require_server
+from tests.conftest import AMQP_URL, REDIS_URL, delete_queue_and_keys, require_server
 from tests.faults import TcpProxy
 
 pytestmark = pytest.mark.real
@@ -49,12 +47,4 @@ def proxies() -> Iterator[tuple[TcpProxy, TcpProxy]]:
 async def real(proxies: tuple[TcpProxy, TcpProxy], unique: str) -> AsyncIterator[RealBrokers]:
     brokers = RealBrokers(AMQP_URL, REDIS_URL, f"sys-{unique}", f"sys{unique}:", *proxies)
     yield brokers
-    conn = await aiormq.connect(AMQP_URL)
-    channel = await conn.channel()
-    for name in (brokers.queue, brokers.queue + ".dlq"):
-        await channel.queue_delete(name)
-    await conn.close()
-    client = aioredis.from_url(REDIS_URL)
-    async for key in client.scan_iter(match=brokers.key_prefix + "*"):
-        await client.delete(key)
-    await client.aclose()
+    await delete_queue_and_keys(brokers.queue, brokers.key_prefix)
