@@ -197,7 +197,9 @@ class RabbitMQBroker:
         while not self._closed:
             conn = self._conn
             if conn is not None and not conn.is_closed:
-                with contextlib.suppress(BaseException):
+                # Wait for the connection to end; its reason (an exception) is not ours to
+                # raise. Cancellation must pass, or nothing could stop this task.
+                with contextlib.suppress(Exception):
                     await asyncio.shield(conn.closing)
                 if self._closed:
                     return

@@ -109,6 +109,10 @@ def serve(settings: Settings, *, workers: int) -> int:
     if settings.all_memory and workers > 1:
         raise ConfigError("memory:// lives in one process: use --workers 1, or real brokers")
     keys = JwtKeys.from_settings(settings)
+    if not settings.all_memory:
+        # Reach broker and store (and check the queue) here, in the main process, so that
+        # a failure is one line and not a traceback from inside a Sanic worker.
+        asyncio.run(_preflight(settings))
     if keys.ephemeral:
         # The made-up key must be the one the served app uses: pin it in the settings.
         settings = settings.replace(jwt_secret=keys.signing_key)
@@ -130,6 +134,14 @@ def serve(settings: Settings, *, workers: int) -> int:
     else:
         Sanic.serve(primary=app, app_loader=loader)
     return 0
+
+
+async def _preflight(settings: Settings) -> None:
+    services = build(settings, require_key=False)
+    try:
+        await services.start()
+    finally:
+        await services.close()
 
 
 def _announce(settings: Settings, keys: JwtKeys) -> None:
@@ -172,7 +184,7 @@ async def _worker_main(settings: Settings) -> None:
     services = build(settings, require_key=False)
     try:
         await services.start()
-    except StartupError:
+    except BaseException:
         await services.close()
         raise
     worker = services.worker()

@@ -44,14 +44,17 @@ def test_bad_configuration_is_one_line(args: list[str], env: dict[str, str], mes
     assert message in lines[0]
 
 
-def test_unreachable_broker_gives_up_after_connect_timeout() -> None:
-    """A broker that never answers: retried for REFERENCE_CONNECT_TIMEOUT_S, then one line."""
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_unreachable_broker_gives_up_after_connect_timeout(command: str) -> None:
+    """A broker that never answers: retried for REFERENCE_CONNECT_TIMEOUT_S, then one line
+    (for serve too: it checks before its Sanic workers start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    done = run_cli("worker", env={"REFERENCE_BROKER_URL": f"amqp://127.0.0.1:{port}/",
-                                  "REFERENCE_STORE_URL": f"redis://127.0.0.1:{port}/",
-                                  "REFERENCE_CONNECT_TIMEOUT_S": "0.5"})
+    done = run_cli(command, env={"REFERENCE_BROKER_URL": f"amqp://127.0.0.1:{port}/",
+                                 "REFERENCE_STORE_URL": f"redis://127.0.0.1:{port}/",
+                                 "REFERENCE_JWT_SECRET": "s" * 32,
+                                 "REFERENCE_CONNECT_TIMEOUT_S": "0.5"})
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("reference: error: could not reach the broker or store within 0.5 s")
