@@ -76,3 +76,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"real-broker test skipped under CI=true: {report.longrepr}"
     return None
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything pulled gevent into the test process (locust does, on import)."""
+    import sys
+
+    if "gevent" in sys.modules:
+        print("\nerror: gevent was imported into the pytest process (keep locust out of tests)")
+        session.exitstatus = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -30,8 +31,9 @@ async def test_queue_with_other_arguments_is_one_line(command: str, unique: str)
                REFERENCE_QUEUE=queue, REFERENCE_QUEUE_TYPE="quorum",
                REFERENCE_JWT_SECRET="s" * 32, REFERENCE_CONNECT_TIMEOUT_S="3")
     try:
-        done = subprocess.run([sys.executable, "-m", "reference", command], env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "reference", command], env=env,
+            capture_output=True, text=True, timeout=60)
     finally:
         await delete_queue_and_keys(queue, f"none-{unique}:")
     assert done.returncode == 2

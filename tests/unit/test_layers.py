@@ -54,3 +54,13 @@ def test_the_scheme_tables_point_at_modules_that_exist() -> None:
     for target in {*BROKER_SCHEMES.values(), *STORE_SCHEMES.values()}:
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(module), name)), target
+
+
+def test_locust_stays_out_of_the_test_process() -> None:
+    """Scenarios and tests never import locust (it patches the standard library with gevent)."""
+    import sys
+
+    import scenarios  # noqa: F401  (the journeys locust runs are imported here too)
+
+    assert "locust" not in sys.modules
+    assert "gevent" not in sys.modules
