@@ -92,12 +92,36 @@ class _RabbitConsumer:
         self.channel: AbstractChannel | None = None
         self.tag: str | None = None
         self.active = True
+        self._reattaching: asyncio.Task[None] | None = None
 
     async def attach(self, connection: AbstractConnection) -> None:
         channel = await connection.channel()
         await channel.basic_qos(prefetch_count=self.prefetch)
         ok = await channel.basic_consume(self.queue, self._on_message, no_ack=False)
         self.channel, self.tag = channel, ok.consumer_tag
+        channel.closing.add_done_callback(lambda _: self._on_channel_closed(channel, connection))
+
+    def _on_channel_closed(self, channel: AbstractChannel, connection: AbstractConnection) -> None:
+        """A channel can close while its connection lives on (the broker closes it after a
+        channel error): consume again on a new channel. A lost connection is the
+        supervisor's to mend, with every consumer at once."""
+        if not self.active or self.broker._closed or channel is not self.channel:
+            return
+        if self._reattaching is None or self._reattaching.done():
+            self._reattaching = asyncio.get_running_loop().create_task(
+                self._reattach(channel, connection), name="rabbitmq-consumer-reattach")
+
+    async def _reattach(self, channel: AbstractChannel, connection: AbstractConnection) -> None:
+        await asyncio.sleep(BACKOFF_INITIAL_S)  # let a connection loss show itself first
+        if (not self.active or channel is not self.channel or connection.is_closed
+                or connection is not self.broker._conn):
+            return
+        try:
+            await self.attach(connection)
+            log.warning("consumer channel on %s was closed by the broker; consuming again",
+                        self.queue)
+        except _DRIVER_ERRORS as exc:
+            log.warning("could not consume %s again after a channel loss: %s", self.queue, exc)
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         if not self.active:

@@ -120,3 +120,22 @@ async def test_push_subscription_survives_a_redis_cut(real: RealBrokers) -> None
                 return r.status_code == 200 and time.monotonic() - started < 2.0
 
             assert await eventually(answered_quickly, timeout=30, interval=0.3)
+
+
+async def test_consumer_survives_a_channel_closed_by_the_broker(real: RealBrokers) -> None:
+    """The broker closes the worker's consumer channel (a channel error, the connection
+    lives on): the worker consumes again on a new channel, and requests still succeed."""
+    async with running_pipeline(settings_for(real)) as p:
+        async with httpx.AsyncClient(base_url=p.base_url, timeout=15) as http:
+            assert (await http.post("/jobs", json={"duration_ms": 0},
+                                    headers=p.auth())).status_code == 200
+            worker_broker = p.worker_services[0].broker
+            consumer = worker_broker._consumers[0]  # type: ignore[attr-defined]
+            old_channel = consumer.channel
+            # Acking a delivery tag that was never given out makes RabbitMQ close the channel
+            # with PRECONDITION_FAILED, as a buggy client would.
+            await old_channel.basic_ack(987654)
+            await eventually(lambda: _true(old_channel.is_closed), timeout=5)
+            await eventually(lambda: _true(consumer.channel is not old_channel), timeout=5)
+            r = await http.post("/jobs", json={"duration_ms": 0}, headers=p.auth())
+            assert r.status_code == 200
