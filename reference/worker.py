@@ -138,12 +138,10 @@ class CoreWorker:
             queued_at=message.queued_at, started_at=started, updated_at=started,
         )
         try:
-            failure = self._check(message, started)
-        except DomainError as exc:
-            failure = exc
-        if failure is not None:
+            action, params = self._check(message, started)
+        except DomainError as refusal:
             # Refused before any work: the final record, written once whoever gets here first.
-            await self._finish(rid, running, failure, holder=None)
+            await self._finish(rid, running, refusal, holder=None)
             await delivery.ack()
             return
         state = await self._begin(rid, running)
@@ -156,7 +154,7 @@ class CoreWorker:
             await self._hand_back(delivery)
             return
         try:
-            await self._run(message, running)
+            await self._run(message, action, params, running)
         except BaseException:
             # Handed back (shutdown or outage): let the next worker take it without waiting
             # for the claim to expire.
@@ -168,16 +166,17 @@ class CoreWorker:
         await delivery.ack()
 
     @staticmethod
-    def _check(message: RequestMessage, now: float) -> DomainError | None:
-        """What refuses a message before any work: deadline, version, action, params."""
+    def _check(message: RequestMessage, now: float) -> tuple[actions.Action, dict[str, Any]]:
+        """The action and its checked params; raises what refuses a message before any work
+        (deadline passed, unknown version or action, bad params)."""
         if message.deadline is not None and now > message.deadline:
             late = now - message.deadline
-            return DeadlineExceeded(f"deadline passed {late:.0f} ms before the work could start")
+            raise DeadlineExceeded(f"deadline passed {late:.0f} ms before the work could start")
         if message.version != 1:
-            return ValidationFailed(f"unsupported message version {message.version}",
-                                    field="version")
-        actions.validate(message.action, message.params)
-        return None
+            raise ValidationFailed(f"unsupported message version {message.version}",
+                                   field="version")
+        action = actions.lookup(message.action)
+        return action, action.validate(message.params)
 
     async def _begin(self, rid: str, running: ResultRecord) -> str:
         """Claim the request and write Running, unless this worker or another live one is
@@ -227,12 +226,11 @@ class CoreWorker:
                 await self._results.put(exc.request_id, record, ttl_s=self._config.result_ttl_s)
         await delivery.reject(requeue=False)
 
-    async def _run(self, message: RequestMessage, base: ResultRecord) -> None:
+    async def _run(self, message: RequestMessage, action: actions.Action,
+                   params: dict[str, Any], base: ResultRecord) -> None:
         cfg = self._config
         rid = message.request_id
         self.runs_started += 1
-        action = actions.lookup(message.action)
-        params = action.validate(message.params)
 
         async def report_progress(percent: int, detail: str) -> None:
             update = base.evolve(progress=percent, detail=detail, updated_at=now_ms())
