@@ -11,23 +11,38 @@ from reference.ports import Delivery, MessageBroker
 WAIT_S = 5.0
 
 
-class MemoryHarness:
-    name = "memory"
+class BrokerHarness:
+    """Connected clients of one broker, all closed at cleanup; subclasses make the clients."""
+
+    name = "abstract"
 
     def __init__(self, unique: str) -> None:
-        self.server = InMemoryBroker()
         self.queue = f"contract-{unique}"
         self._clients: list[Any] = []
 
+    def _new_client(self, delivery_limit: int | None) -> Any:
+        raise NotImplementedError
+
     async def client(self, *, delivery_limit: int | None = None) -> MessageBroker:
-        client = self.server.client(delivery_limit=delivery_limit)
+        client = self._new_client(delivery_limit)
         await client.connect()
         self._clients.append(client)
-        return client
+        return client  # type: ignore[no-any-return]
 
     async def cleanup(self) -> None:
         for client in self._clients:
             await client.close()
+
+
+class MemoryHarness(BrokerHarness):
+    name = "memory"
+
+    def __init__(self, unique: str) -> None:
+        super().__init__(unique)
+        self.server = InMemoryBroker()
+
+    def _new_client(self, delivery_limit: int | None) -> Any:
+        return self.server.client(delivery_limit=delivery_limit)
 
 
 class Inbox:

@@ -7,29 +7,23 @@ from typing import Any
 import aiormq
 
 from adapters.rabbitmq import RabbitMQBroker
-from reference.ports import MessageBroker
+from tests.contract.harness import BrokerHarness
 
 
-class RabbitHarness:
+class RabbitHarness(BrokerHarness):
     name = "rabbitmq"
 
     def __init__(self, url: str, unique: str) -> None:
+        super().__init__(unique)
         self.url = url
-        self.queue = f"contract-{unique}"
-        self._clients: list[Any] = []
 
-    async def client(self, *, delivery_limit: int | None = None) -> MessageBroker:
+    def _new_client(self, delivery_limit: int | None) -> Any:
         if delivery_limit is None:
-            client = RabbitMQBroker(self.url)
-        else:
-            client = RabbitMQBroker(self.url, queue_type="quorum", delivery_limit=delivery_limit)
-        await client.connect()
-        self._clients.append(client)
-        return client
+            return RabbitMQBroker(self.url)
+        return RabbitMQBroker(self.url, queue_type="quorum", delivery_limit=delivery_limit)
 
     async def cleanup(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await super().cleanup()
         conn = await aiormq.connect(self.url)
         channel = await conn.channel()
         for name in (self.queue, self.queue + ".dlq", self.queue + "-nobody"):
