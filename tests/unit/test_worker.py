@@ -242,3 +242,22 @@ async def test_two_copies_in_one_worker_run_once(rig: Rig) -> None:
     assert record.status == SUCCESS
     assert await eventually(rig.queue_drained)
     assert rig.worker.runs_started == 1
+
+
+async def test_claim_is_renewed_while_a_long_action_runs() -> None:
+    """A job outliving its claim TTL keeps its claim: a copy at another worker waits, and the
+    job runs once."""
+    first = await make_rig(claim_ttl_s=0.3, concurrency=1)  # so the copy goes to `second`
+    second = await make_rig(memory=first.memory, claim_ttl_s=0.3)
+    try:
+        await first.publish("runJob", {"duration_ms": 1200, "steps": 6}, "long-claim")
+        await eventually(lambda: _status_is(first, "long-claim", RUNNING))
+        await first.publish("runJob", {"duration_ms": 1200, "steps": 6}, "long-claim")
+        record = await final_record(first.services.results, "long-claim")
+        assert record.status == SUCCESS
+        assert await eventually(first.queue_drained)
+        assert first.worker.runs_started + second.worker.runs_started == 1
+    finally:
+        for r in (first, second):
+            await r.worker.stop()
+            await r.services.close()
