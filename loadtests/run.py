@@ -14,6 +14,7 @@ import asyncio
 import csv
 import json
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -78,30 +79,61 @@ def _commandstats(redis_url: str) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
-# --- API memory ---------------------------------------------------------------------------
+# --- processes: memory and CPU from /proc ---------------------------------------------------
+
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, command name, CPU ticks used so far) for every process."""
+    table: dict[int, tuple[int, str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        table[int(entry.name)] = (int(fields[1]), name, int(fields[11]) + int(fields[12]))
+    return table
+
+
+def _tree(table: dict[int, tuple[int, str, int]], root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], [root]
+    while todo:
+        current = todo.pop()
+        if current in table:
+            found.append(current)
+        todo += children.get(current, [])
+    return found
 
 
 def _tree_rss_kb(pid: int) -> int:
     """Resident memory of a process and all its descendants (Sanic serves from children)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        todo += children.get(current, [])
+    total = 0
+    for member in _tree(_proc_table(), pid):
         try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
         except OSError:
             pass
     return total
+
+
+def cpu_snapshot(groups: dict[str, list[int]], names: dict[str, str]) -> dict[str, int]:
+    """CPU ticks used so far by each group: process trees (by root pid) or programs (by name)."""
+    table = _proc_table()
+    out = {group: sum(table[p][2] for root in roots for p in _tree(table, root))
+           for group, roots in groups.items()}
+    for group, program in names.items():
+        out[group] = sum(ticks for _, name, ticks in table.values() if name == program)
+    return out
 
 
 class MemorySampler(threading.Thread):
@@ -155,6 +187,10 @@ class Stack:
             "REFERENCE_REQUEST_TIMEOUT_S": str(self.args.request_timeout_s),
             "REFERENCE_LOG_LEVEL": "WARNING",
         }
+
+    def process_groups(self) -> dict[str, list[int]]:
+        """Root pids of the API and of the core workers (each with its children)."""
+        return {"api": [self.procs[0].pid], "workers": [p.pid for p in self.procs[1:]]}
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = (self.out / f"{name}.log").open("wb")
@@ -325,9 +361,15 @@ def main(argv: list[str] | None = None) -> int:
             api = stack.start()
             sampler = MemorySampler(api.pid, out / "memory.csv")
             sampler.start()
+        groups = stack.process_groups() if stack is not None else {}
+        servers = {"rabbitmq": "beam.smp", "redis": "redis-server"}
+        cpu_before = cpu_snapshot(groups, servers)
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         before = _commandstats(redis_url)
         run_locust(args, host, secret, out)
         after = _commandstats(redis_url)
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_after = cpu_snapshot(groups, servers)
     finally:
         if sampler is not None:
             sampler.stop_event.set()
@@ -338,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     requests = max(1, measured["requests"])
     samples = sampler.samples if sampler else []
+    cpu_ms = {group: (cpu_after[group] - cpu_before[group]) * _TICK_MS for group in cpu_after}
+    cpu_ms["locust"] = 1000 * ((children_after.ru_utime + children_after.ru_stime)
+                               - (children_before.ru_utime + children_before.ru_stime))
     summary = {
         "users": args.users,
         "duration_s": args.duration,
@@ -353,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                                          / requests, 3),
         "redis_commands_per_request": round(sum(v for k, v in delta.items()
                                                 if k not in {"info"}) / requests, 3),
+        # CPU time each part of the stack spent per HTTP request (whole machine: 2 CPUs here).
+        "cpu_ms_per_request": {group: round(ms / requests, 3) for group, ms in cpu_ms.items()},
         "redis_calls_per_request": {k: round(v / requests, 3) for k, v in sorted(delta.items())
                                     if v and k != "info"},
         "api_rss_mib_at_requests": memory_at(samples, out / "locust_stats_history.csv",
