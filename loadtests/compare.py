@@ -61,8 +61,8 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         f"median (min-max) of {args.repeats} runs",
         "",
         "| mode | req/s | failures | latency p50 ms | p99 ms | notice p50 ms | queue p50 ms "
-        "| work p50 ms | Redis reads/req | Redis cmds/req |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| work p50 ms | Redis reads/req | Redis cmds/req | CPU ms/req: API | workers | all |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, runs in results.items():
         def col(key: str, sub: str | None = None, digits: int = 1,
@@ -74,7 +74,9 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             f"| {col('latency_ms', 'p50', 1)} | {col('latency_ms', 'p99', 1)} "
             f"| {col('notice_ms', 'p50', 2)} | {col('queue_ms', 'p50', 2)} "
             f"| {col('work_ms', 'p50', 2)} | {col('redis_reads_per_request', digits=2)} "
-            f"| {col('redis_commands_per_request', digits=1)} |")
+            f"| {col('redis_commands_per_request', digits=1)} "
+            f"| {col('cpu_ms_per_request', 'api', 3)} | {col('cpu_ms_per_request', 'workers', 3)} "
+            f"| {_spread([sum(r['cpu_ms_per_request'].values()) for r in runs], 3)} |")
     return "\n".join(lines) + "\n"
 
 
