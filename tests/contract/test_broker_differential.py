@@ -42,6 +42,7 @@ async def run_ops(ops: list[tuple[Any, ...]], connect: Any, settle: float) -> li
     held: list[Delivery] = []
     trace: list[Any] = []
     published = 0
+    settled = False  # RabbitMQ's message_count shows a requeue a moment after the reject
     for op in ops:
         kind = op[0]
         if kind == "publish":
@@ -60,8 +61,12 @@ async def run_ops(ops: list[tuple[Any, ...]], connect: Any, settle: float) -> li
                 await d.ack()
             else:
                 await d.reject(requeue=op[2])
+            settled = True
             trace.append((kind, d.body))
         elif kind == "count":
+            if settled:
+                await asyncio.sleep(settle)
+                settled = False
             trace.append(("count", await broker.message_count(queue)))
         elif kind == "reconnect":
             await broker.close()
@@ -137,6 +142,8 @@ EXAMPLES = int(os.environ.get("REFERENCE_DIFF_EXAMPLES", "40"))
               ("reject", 0, True), ("reject", 0, True), ("get",), ("get",), ("get",)])
 @example(ops=[("publish", 2), ("get",), ("reconnect",), ("get",), ("get",), ("count",)])
 @example(ops=[("publish", 2), ("get",), ("reject", 0, False), ("get",), ("ack", 0)])
+# Found flaky in CI: a count right after a requeue (RabbitMQ shows it a moment later).
+@example(ops=[("publish", 3), ("get",), ("reject", 0, True), ("count",)])
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ops=OPS)
 def test_memory_broker_matches_rabbitmq(ops: list[tuple[Any, ...]]) -> None:
