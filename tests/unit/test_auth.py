@@ -126,10 +126,11 @@ def test_memory_default_makes_an_ephemeral_key() -> None:
 def test_a_cached_token_still_expires() -> None:
     """A token verified once is remembered, but not past its exp."""
     v = verifier()
-    raw = token({"exp": int(time.time()) + 1})
+    exp = int(time.time()) + 2  # whole seconds: at least one second of validity left
+    raw = token({"exp": exp})
     assert v.verify(raw).sub == "alice"
     assert v.verify(raw).sub == "alice"
-    time.sleep(1.1)
+    time.sleep(exp - time.time() + 0.05)
     with pytest.raises(AuthError, match="expired"):
         v.verify(raw)
 
