@@ -154,10 +154,6 @@ class RedisResultStore:
 
 
     @translate_errors
-    async def announce_final(self, request_id: str) -> None:
-        await self._redis.publish(self.finals_channel, request_id)
-
-    @translate_errors
     async def subscribe_finals(self) -> RedisFinalsSubscription:
         pubsub = self._redis.pubsub()
         try:

@@ -115,10 +115,6 @@ class ResultStore(Protocol):
 
     async def release_claim(self, request_id: str, holder: str) -> None: ...
 
-    async def announce_final(self, request_id: str) -> None:
-        """Tell subscribers that this request's final record is written (best effort)."""
-        ...
-
     async def subscribe_finals(self) -> FinalsSubscription:
         """Subscribe to final-record notices; subscribed when this returns."""
         ...
