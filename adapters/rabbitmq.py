@@ -6,6 +6,12 @@
 - one channel per consumer, with `basic.qos` as the prefetch bound, manual ack and reject;
 - reconnects by itself with backoff and restores its consumers; while the broker is gone,
   calls fail at once with BrokerUnavailable (the API answers 503) instead of hanging.
+
+Failures are mapped by the operation that failed, not by a list of exception types: whatever
+aiormq, pamqp or the event loop raise while we publish, settle, consume or declare (uvloop
+raises RuntimeError on a closed transport) becomes BrokerUnavailable, except the few answers
+that mean something else (a returned message is Unroutable, a queue with other arguments is a
+QueueMismatch).
 """
 
 from __future__ import annotations
@@ -18,31 +24,55 @@ from typing import Any
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
-from aiormq.exceptions import (
-    AMQPError,
-    ChannelInvalidStateError,
-    ChannelPreconditionFailed,
-    DeliveryError,
-    PublishError,
-)
+from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 from pamqp import commands as spec
 
-from reference.errors import BrokerUnavailable, DeliveryAlreadySettled, QueueMismatch, Unroutable
+from reference.backoff import Backoff, keep_running, stop_task
+from reference.errors import (
+    BrokerUnavailable,
+    DeliveryAlreadySettled,
+    QueueMismatch,
+    ReferenceServiceError,
+    Unroutable,
+)
 from reference.ports import DeliveryHandler
 from reference.settings import Settings
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
-OPERATION_TIMEOUT_S = 10.0
+OPERATION_TIMEOUT_S = 5.0  # also the publisher-confirm timeout
+# AMQP heartbeat, an int (aiormq reads "5.0" as 0: no heartbeat). aiormq closes a silent
+# connection once no frame came for 3 * (HEARTBEAT_S + 1) = 18 s, checked every HEARTBEAT_S // 2
+# s: 15.5-20 s after the link went silent. RabbitMQ drops its side after 2-3 silent heartbeats.
+HEARTBEAT_S = 5
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
 
-_DRIVER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
-
 
 def _unavailable(exc: BaseException) -> BrokerUnavailable:
-    return BrokerUnavailable(f"rabbitmq unavailable: {type(exc).__name__}: {exc}")
+    return BrokerUnavailable(f"rabbitmq unavailable: {type(exc).__name__}: {exc}"[:300])
+
+
+async def _amqp(call: Any) -> Any:
+    """Await one driver operation; any failure of it is BrokerUnavailable."""
+    try:
+        return await call
+    except ReferenceServiceError:
+        raise
+    except Exception as exc:
+        raise _unavailable(exc) from exc
+
+
+def _with_heartbeat(url: str) -> str:
+    """The URL with `heartbeat=HEARTBEAT_S` added to its query, unless it sets one itself."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if any(name == "heartbeat" for name, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        return url
+    query = (parts.query + "&" if parts.query else "") + f"heartbeat={int(HEARTBEAT_S)}"
+    return urlunsplit(parts._replace(query=query))
 
 
 class RabbitDelivery:
@@ -69,17 +99,11 @@ class RabbitDelivery:
 
     async def ack(self) -> None:
         channel, tag = self._take()
-        try:
-            await channel.basic_ack(tag)
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        await _amqp(channel.basic_ack(tag))
 
     async def reject(self, *, requeue: bool) -> None:
         channel, tag = self._take()
-        try:
-            await channel.basic_reject(tag, requeue=requeue)
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        await _amqp(channel.basic_reject(tag, requeue=requeue))
 
 
 class _RabbitConsumer:
@@ -120,7 +144,7 @@ class _RabbitConsumer:
             await self.attach(connection)
             log.warning("consumer channel on %s was closed by the broker; consuming again",
                         self.queue)
-        except _DRIVER_ERRORS as exc:
+        except Exception as exc:  # the supervisor restores consumers with the connection
             log.warning("could not consume %s again after a channel loss: %s", self.queue, exc)
 
     async def _on_message(self, message: DeliveredMessage) -> None:
@@ -134,10 +158,7 @@ class _RabbitConsumer:
         with contextlib.suppress(ValueError):
             self.broker._consumers.remove(self)
         if self.channel is not None and self.tag is not None and not self.channel.is_closed:
-            try:
-                await self.channel.basic_cancel(self.tag, timeout=OPERATION_TIMEOUT_S)
-            except _DRIVER_ERRORS as exc:
-                raise _unavailable(exc) from exc
+            await _amqp(self.channel.basic_cancel(self.tag, timeout=OPERATION_TIMEOUT_S))
 
 
 class RabbitMQBroker:
@@ -151,7 +172,7 @@ class RabbitMQBroker:
         self._consumers: list[_RabbitConsumer] = []
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
-        self._backoff = BACKOFF_INITIAL_S
+        self._backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -162,18 +183,17 @@ class RabbitMQBroker:
         await self._connection(force=True)
         if self._supervisor is None:
             self._supervisor = asyncio.get_running_loop().create_task(
-                self._supervise(), name="rabbitmq-reconnect")
+                keep_running(self._supervise, name="rabbitmq reconnect",
+                             backoff=Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)),
+                name="rabbitmq-reconnect")
 
     async def close(self) -> None:
         self._closed = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-            self._supervisor = None
+        await stop_task(self._supervisor)
+        self._supervisor = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed:
-            with contextlib.suppress(*_DRIVER_ERRORS):
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), OPERATION_TIMEOUT_S)
 
     def _is_open(self) -> bool:
@@ -194,14 +214,14 @@ class RabbitMQBroker:
             if not force and now < self._retry_at:
                 raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
             try:
-                conn = await asyncio.wait_for(aiormq.connect(self._url), CONNECT_TIMEOUT_S)
+                conn = await asyncio.wait_for(aiormq.connect(_with_heartbeat(self._url)),
+                                              CONNECT_TIMEOUT_S)
                 await self._restore_consumers(conn)
             except Exception as exc:  # aiormq can fail a handshake with StopAsyncIteration too
-                self._retry_at = now + self._backoff
-                self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+                self._retry_at = now + self._backoff.next()
                 raise _unavailable(exc) from exc
             self._conn, self._publisher, self._utility = conn, None, None
-            self._backoff = BACKOFF_INITIAL_S
+            self._backoff.reset()
             return conn
 
     async def _restore_consumers(self, conn: AbstractConnection) -> None:
@@ -217,33 +237,25 @@ class RabbitMQBroker:
             log.info("rabbitmq connected; %d consumers restored", len(self._consumers))
 
     async def _supervise(self) -> None:
-        """Reconnect after a lost connection, so consumers come back without a request."""
-        while not self._closed:
-            conn = self._conn
-            if conn is not None and not conn.is_closed:
-                # Wait for the connection to end; its reason (an exception) is not ours to
-                # raise. Cancellation must pass, or nothing could stop this task.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(conn.closing)
-                if self._closed:
-                    return
-                log.warning("rabbitmq connection lost; reconnecting")
-            try:
-                await self._connection(force=True)
-            except BrokerUnavailable:
-                await asyncio.sleep(self._backoff)
-            except Exception:  # the supervisor must outlive any surprise, or nothing reconnects
-                log.exception("unexpected error while reconnecting to rabbitmq")
-                await asyncio.sleep(BACKOFF_MAX_S)
+        """One round of the reconnect supervisor (run under `keep_running`, which outlives any
+        error and backs off): wait for the connection to end, then connect again, so that
+        consumers come back without a request."""
+        conn = self._conn
+        if conn is not None and not conn.is_closed:
+            # Wait for the connection to end; its reason (an exception) is not ours to raise.
+            # Cancellation must pass, or nothing could stop this task.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.closing)
+            if self._closed:
+                await asyncio.Event().wait()  # closing: stay here until cancelled
+            log.warning("rabbitmq connection lost; reconnecting")
+        await self._connection(force=True)
 
     async def _channel(self, attr: str, **kwargs: Any) -> AbstractChannel:
         channel: AbstractChannel | None = getattr(self, attr)
         if channel is None or channel.is_closed:
             conn = await self._connection()
-            try:
-                channel = await conn.channel(**kwargs)
-            except _DRIVER_ERRORS as exc:
-                raise _unavailable(exc) from exc
+            channel = await _amqp(conn.channel(**kwargs))
             setattr(self, attr, channel)
         return channel
 
@@ -265,10 +277,7 @@ class RabbitMQBroker:
     async def declare_queue(self, queue: str) -> None:
         conn = await self._connection()
         # A failed declare closes its channel: use one of its own.
-        try:
-            channel = await conn.channel()
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        channel = await _amqp(conn.channel())
         try:
             for name, args in ((queue + ".dlq", None), (queue, self._queue_arguments(queue))):
                 try:
@@ -279,11 +288,11 @@ class RabbitMQBroker:
                         f"queue {name!r} already exists with other arguments "
                         f"({_reply_text(exc)}); delete it or use the same REFERENCE_QUEUE_TYPE "
                         f"and REFERENCE_DELIVERY_LIMIT") from None
-                except _DRIVER_ERRORS as exc:
+                except Exception as exc:
                     raise _unavailable(exc) from exc
         finally:
             if not channel.is_closed:
-                with contextlib.suppress(*_DRIVER_ERRORS):
+                with contextlib.suppress(Exception):
                     await channel.close()
 
     async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
@@ -304,7 +313,7 @@ class RabbitMQBroker:
             raise Unroutable(f"no queue named {queue!r}: the broker returned the message") from exc
         except DeliveryError as exc:
             raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
-        except _DRIVER_ERRORS as exc:
+        except Exception as exc:
             raise _unavailable(exc) from exc
         if not isinstance(confirm, spec.Basic.Ack):
             raise BrokerUnavailable(f"publish not confirmed: {confirm!r}")
@@ -315,29 +324,22 @@ class RabbitMQBroker:
             raise ValueError("prefetch must be at least 1")
         consumer = _RabbitConsumer(self, queue, handler, prefetch)
         conn = await self._connection()
-        try:
-            await consumer.attach(conn)
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        await _amqp(consumer.attach(conn))
         self._consumers.append(consumer)
         return consumer
 
     async def get(self, queue: str) -> RabbitDelivery | None:
         channel = await self._channel("_utility")
-        try:
-            message = await channel.basic_get(queue, no_ack=False, timeout=OPERATION_TIMEOUT_S)
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        message = await _amqp(channel.basic_get(queue, no_ack=False,
+                                                timeout=OPERATION_TIMEOUT_S))
         if isinstance(message.delivery, spec.Basic.GetEmpty):
             return None
         return RabbitDelivery(message)
 
     async def message_count(self, queue: str) -> int:
         channel = await self._channel("_utility")
-        try:
-            ok = await channel.queue_declare(queue, passive=True, timeout=OPERATION_TIMEOUT_S)
-        except _DRIVER_ERRORS as exc:
-            raise _unavailable(exc) from exc
+        ok = await _amqp(channel.queue_declare(queue, passive=True,
+                                               timeout=OPERATION_TIMEOUT_S))
         return int(ok.message_count or 0)
 
 

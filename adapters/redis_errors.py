@@ -1,36 +1,30 @@
-"""Translate redis-py's errors into the project's own at the adapter edge."""
+"""Translate redis-py's failures into the project's own at the adapter edge.
+
+A failure is mapped by the operation that failed, not by a list of exception types: whatever a
+Redis call raises (redis-py's ConnectionError or TimeoutError, a READONLY or OOM reply, uvloop's
+RuntimeError on a closed transport, an OSError from the socket) means that the store did not do
+what was asked, and becomes StoreUnavailable. Only the driver call is wrapped, so that a bug in
+our own code around it still shows as what it is. Cancellation passes through untouched.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
-
-from redis import exceptions as redis_errors
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from reference.errors import StoreUnavailable
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
-_UNAVAILABLE = (
-    redis_errors.ConnectionError,
-    redis_errors.TimeoutError,
-    redis_errors.BusyLoadingError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
+
+def unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return StoreUnavailable(f"redis {what} failed: {type(exc).__name__}: {text}"[:300])
 
 
-def translate_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Raise StoreUnavailable for anything that means Redis cannot be reached."""
-
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await fn(*args, **kwargs)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"redis unavailable: {exc}") from exc
-
-    return wrapper
+async def redis_call(what: str, call: Awaitable[T]) -> T:
+    """Await one driver call; any failure of it is StoreUnavailable."""
+    try:
+        return await call
+    except Exception as exc:
+        raise unavailable(what, exc) from exc

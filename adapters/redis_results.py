@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-from adapters.redis_errors import translate_errors
+from adapters.redis_errors import redis_call, unavailable
 from reference.records import MalformedRecord, ResultRecord
 
 # A final record is never overwritten. Finality is kept in a marker key beside the record
@@ -31,13 +32,21 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-# KEYS: record, marker, claim   ARGV: holder, claim ms, running json, running ttl ms
+# Every time a request is claimed afresh (not re-entered by its holder) its start count goes
+# up; past the limit it is not started again. This is the delivery bound that holds on any
+# queue type: a message whose processing kills its worker is claimed anew each time.
+# KEYS: record, marker, claim, starts
+# ARGV: holder, claim ms, running json, running ttl ms, start limit, starts ttl ms
 _BEGIN = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'final' end
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 'held' end
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+local holder = redis.call('GET', KEYS[3])
+if holder and holder ~= ARGV[1] then return 'held' end
+if not holder then
+  local starts = redis.call('INCR', KEYS[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+  if starts > tonumber(ARGV[5]) then return 'exhausted' end
 end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 return 'started'
 """
@@ -63,7 +72,8 @@ def _ms(seconds: float) -> int:
 
 class RedisResultStore:
     """Records under `<prefix><request_id>`, their finality markers under
-    `<prefix>final:<request_id>`, claims under `<prefix>claim:<request_id>`."""
+    `<prefix>final:<request_id>`, claims under `<prefix>claim:<request_id>`, start counts
+    under `<prefix>starts:<request_id>`."""
 
     def __init__(self, client: Redis, *, key_prefix: str = "") -> None:
         self._redis = client
@@ -87,37 +97,38 @@ class RedisResultStore:
     def _claim_key(self, request_id: str) -> str:
         return f"{self._prefix}claim:{request_id}"
 
-    @translate_errors
+    def _starts_key(self, request_id: str) -> str:
+        return f"{self._prefix}starts:{request_id}"
+
     async def ping(self) -> None:
-        await self._redis.ping()
+        await redis_call("PING", self._redis.ping())
 
     async def close(self) -> None:
         await self._redis.aclose(close_connection_pool=True)
 
-    @translate_errors
     async def create(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
         """The first record of a new request; False (nothing written) if the id is taken."""
-        created = await self._redis.set(self._key(request_id), record.to_json(), nx=True,
-                                        px=_ms(ttl_s))
+        created = await redis_call("SET NX", self._redis.set(
+            self._key(request_id), record.to_json(), nx=True, px=_ms(ttl_s)))
         return bool(created)
 
-    @translate_errors
     async def put(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
         if record.is_final:
             return await self._write_final(request_id, record, ttl_s, holder=None)
         keys = [self._key(request_id), self._marker_key(request_id)]
-        return bool(await self._progress(keys=keys, args=[record.to_json(), _ms(ttl_s)]))
+        return bool(await redis_call("progress script", self._progress(
+            keys=keys, args=[record.to_json(), _ms(ttl_s)])))
 
-    @translate_errors
     async def begin(self, request_id: str, holder: str, running: ResultRecord, *,
-                    claim_ttl_s: float, running_ttl_s: float) -> str:
+                    claim_ttl_s: float, running_ttl_s: float, start_limit: int = 5,
+                    starts_ttl_s: float = 3600.0) -> str:
         keys = [self._key(request_id), self._marker_key(request_id),
-                self._claim_key(request_id)]
-        args = [holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s)]
-        state = await self._begin(keys=keys, args=args)
+                self._claim_key(request_id), self._starts_key(request_id)]
+        args = [holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s), start_limit,
+                _ms(starts_ttl_s)]
+        state = await redis_call("begin script", self._begin(keys=keys, args=args))
         return state.decode() if isinstance(state, bytes) else str(state)
 
-    @translate_errors
     async def finish(self, request_id: str, holder: str, final: ResultRecord, *,
                      ttl_s: float) -> bool:
         return await self._write_final(request_id, final, ttl_s, holder=holder)
@@ -130,30 +141,26 @@ class RedisResultStore:
                 self._claim_key(request_id)]
         args = [final.to_json(), _ms(ttl_s), self.finals_channel, request_id,
                 "1" if holder is not None else ""]
-        return bool(await self._finish(keys=keys, args=args))
+        return bool(await redis_call("finish script", self._finish(keys=keys, args=args)))
 
-    @translate_errors
     async def get(self, request_id: str) -> ResultRecord | None:
-        return _parse(await self._redis.get(self._key(request_id)))
+        return _parse(await redis_call("GET", self._redis.get(self._key(request_id))))
 
-    @translate_errors
     async def get_many(self, request_ids: Sequence[str]) -> list[ResultRecord | None]:
         if not request_ids:
             return []
-        raws = await self._redis.mget([self._key(r) for r in request_ids])
+        raws = await redis_call("MGET", self._redis.mget([self._key(r) for r in request_ids]))
         return [_parse(raw) for raw in raws]
 
-    @translate_errors
     async def renew_claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:
         key = self._claim_key(request_id)
-        return bool(await self._renew(keys=[key], args=[holder, _ms(ttl_s)]))
+        return bool(await redis_call("renew script",
+                                     self._renew(keys=[key], args=[holder, _ms(ttl_s)])))
 
-    @translate_errors
     async def release_claim(self, request_id: str, holder: str) -> None:
-        await self._release(keys=[self._claim_key(request_id)], args=[holder])
+        await redis_call("release script",
+                         self._release(keys=[self._claim_key(request_id)], args=[holder]))
 
-
-    @translate_errors
     async def subscribe_finals(self) -> RedisFinalsSubscription:
         pubsub = self._redis.pubsub()
         try:
@@ -164,8 +171,13 @@ class RedisResultStore:
                     message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
                     if message is not None and message["type"] == "subscribe":
                         break
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            raise unavailable("SUBSCRIBE", exc) from exc
         except BaseException:
-            await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
             raise
         return RedisFinalsSubscription(pubsub)
 
@@ -176,18 +188,16 @@ class RedisFinalsSubscription:
     def __init__(self, pubsub: Any) -> None:
         self._pubsub = pubsub
 
-    @translate_errors
     async def next(self, timeout_s: float) -> str | None:
-        message = await self._pubsub.get_message(ignore_subscribe_messages=True,
-                                                 timeout=timeout_s)
+        message = await redis_call("pub/sub read", self._pubsub.get_message(
+            ignore_subscribe_messages=True, timeout=timeout_s))
         if message is None or message.get("type") != "message":
             return None
         data = message["data"]
         return data.decode() if isinstance(data, bytes) else str(data)
 
-    @translate_errors
     async def close(self) -> None:
-        await self._pubsub.aclose()
+        await redis_call("pub/sub close", self._pubsub.aclose())
 
 
 def _parse(raw: Any) -> ResultRecord | None:
@@ -195,6 +205,7 @@ def _parse(raw: Any) -> ResultRecord | None:
         return None
     try:
         return ResultRecord.from_json(raw)
-    except MalformedRecord:
-        # Something else lives under this key: to a client it is no result of ours.
-        return None
+    except MalformedRecord as exc:
+        # Records are input (another core may have written it): it stands as a final record
+        # that the API answers with 502 bad_record, so that nobody waits on it for ever.
+        return ResultRecord.unreadable(str(exc))

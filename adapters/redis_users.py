@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from adapters.redis_errors import translate_errors
+from adapters.redis_errors import redis_call
 from reference.domain import User
 from reference.errors import Conflict, NotFound
 
@@ -72,37 +72,38 @@ class RedisUserRepository:
         self._update = client.register_script(_UPDATE)
         self._delete = client.register_script(_DELETE)
 
-    @translate_errors
     async def create(self, name: str, email: str, *, request_id: str) -> User:
         keys = [self._next_id, self._ids, self._request_prefix + request_id,
                 self._email_prefix + email]
-        reply = await self._create(keys=keys, args=[name, email, self._user_prefix, DEDUPE_TTL_MS])
+        reply = await redis_call("create script", self._create(
+            keys=keys, args=[name, email, self._user_prefix, DEDUPE_TTL_MS]))
         if int(reply[0]) == 0:
             raise Conflict(f"email already in use: {email}", field="email")
         user_id = int(reply[1])
         if int(reply[0]) == 1:
             # Done before under this request_id (a redelivery): answer what was created then.
-            stored = await self._redis.hmget(self._user_prefix + str(user_id), "name", "email")
+            stored = await redis_call("HMGET", self._redis.hmget(
+                self._user_prefix + str(user_id), "name", "email"))
             if stored[0] is not None:
                 return User(user_id, _text(stored[0]), _text(stored[1]))
         return User(user_id, name, email)
 
-    @translate_errors
     async def get(self, user_id: int) -> User:
-        name, email = await self._redis.hmget(self._user_prefix + str(user_id), "name", "email")
+        name, email = await redis_call("HMGET", self._redis.hmget(
+            self._user_prefix + str(user_id), "name", "email"))
         if name is None:
             raise NotFound(f"no user with ID {user_id}", field="id")
         return User(user_id, _text(name), _text(email))
 
-    @translate_errors
     async def list(self, *, limit: int, after: int | None) -> tuple[list[User], int | None]:
         low = "-inf" if after is None else f"({after}"
-        ids = await self._redis.zrangebyscore(self._ids, low, "+inf", start=0, num=limit + 1)
+        ids = await redis_call("ZRANGEBYSCORE", self._redis.zrangebyscore(
+            self._ids, low, "+inf", start=0, num=limit + 1))
         page = [int(i) for i in ids[:limit]]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id in page:
-                pipe.hmget(self._user_prefix + str(user_id), "name", "email")
-            rows = await pipe.execute()
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id in page:
+            pipe.hmget(self._user_prefix + str(user_id), "name", "email")
+        rows = await redis_call("pipelined HMGET", pipe.execute())
         users = [
             User(uid, _text(row[0]), _text(row[1]))
             for uid, row in zip(page, rows, strict=True)
@@ -111,23 +112,21 @@ class RedisUserRepository:
         next_after = page[-1] if len(ids) > limit else None
         return users, next_after
 
-    @translate_errors
     async def update(self, user_id: int, *, name: str | None, email: str | None) -> User:
-        reply = await self._update(
+        reply = await redis_call("update script", self._update(
             keys=[self._user_prefix + str(user_id)],
             args=[name or "", email or "", self._email_prefix, user_id],
-        )
+        ))
         if int(reply[0]) == 0:
             raise NotFound(f"no user with ID {user_id}", field="id")
         if int(reply[0]) == -1:
             raise Conflict(f"email already in use: {email}", field="email")
         return User(user_id, _text(reply[1]), _text(reply[2]))
 
-    @translate_errors
     async def delete(self, user_id: int) -> None:
-        done = await self._delete(
+        done = await redis_call("delete script", self._delete(
             keys=[self._user_prefix + str(user_id), self._ids],
             args=[self._email_prefix, user_id],
-        )
+        ))
         if not done:
             raise NotFound(f"no user with ID {user_id}", field="id")

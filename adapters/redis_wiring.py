@@ -27,8 +27,12 @@ def redis_client(url: str, *, max_connections: int) -> Redis:
     return Redis(connection_pool=pool)
 
 
+def pool_size(settings: Settings) -> int:
+    return max(32, 2 * settings.concurrency)
+
+
 def redis_stores(settings: Settings, memory: Any) -> tuple[RedisResultStore, RedisUserRepository]:
-    client = redis_client(settings.store_url, max_connections=max(32, 2 * settings.concurrency))
+    client = redis_client(settings.store_url, max_connections=pool_size(settings))
     return (
         RedisResultStore(client, key_prefix=settings.key_prefix),
         RedisUserRepository(client, namespace=settings.key_prefix + "reference:users:"),

@@ -1,7 +1,8 @@
 """An in-memory message broker with RabbitMQ's semantics, for one process.
 
 `InMemoryBroker` is the server (queues live there); `MemoryBrokerClient` is one connection to
-it and satisfies the MessageBroker port. What it keeps from RabbitMQ:
+it, with the reconnecting behaviour of the real adapter, and satisfies the MessageBroker port.
+What it keeps from RabbitMQ:
 
 - a durable FIFO per queue name, declared with its dead-letter queue `<queue>.dlq`;
   declaring it again with other arguments fails, as PRECONDITION_FAILED does;
@@ -10,10 +11,17 @@ it and satisfies the MessageBroker port. What it keeps from RabbitMQ:
 - a requeued message goes back to its original place in the queue (as a classic queue does;
   found by the differential test) and comes back marked redelivered;
 - reject without requeue dead-letters; so does a message returned more often than the
-  delivery limit allows (a quorum queue's `x-delivery-limit`);
-- closing a connection hands its unsettled deliveries back, as a dying process does;
+  delivery limit allows (a quorum queue's `x-delivery-limit`); a classic queue has no limit;
+- `delivery_count` is what the adapter reads: a quorum queue's count of returns plus one, a
+  classic queue's 1 or 2 (redelivered or not);
+- a lost connection hands its unsettled deliveries back; settling one of them afterwards
+  fails with BrokerUnavailable, as an ack on a closed channel does; the client reconnects and
+  its consumers resume, as the adapter's supervisor does;
 - settling a delivery twice is an error; delivery is always asynchronous, never inline;
 - bodies are bytes, copied on the way in and out.
+
+Faults (`fakes.faults.BrokerFaults`, on `InMemoryBroker.faults`) are asked at every client
+operation; see that module for what each one does.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
+from fakes.faults import BrokerFaults
+from reference.backoff import stop_task
 from reference.errors import (
     BrokerUnavailable,
     DeliveryAlreadySettled,
@@ -36,6 +46,10 @@ from reference.ports import DeliveryHandler
 
 log = logging.getLogger(__name__)
 
+CONFIRM_TIMEOUT_S = 5.0  # the adapter's bound on a publisher confirm
+DETECTION_S = 10.0  # how long a silent link lasts before the heartbeat declares it dead
+RECONNECT_PAUSE_S = 0.1  # the adapter's first backoff step
+
 
 @dataclass(slots=True)
 class _Message:
@@ -44,7 +58,15 @@ class _Message:
     seq: int = 0  # publish order: a returned message goes back to its original place
     returns: int = 0  # times handed back after a delivery (RabbitMQ's delivery-count)
     redelivered: bool = False
-    death_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message in a dead-letter queue, with why it got there (`x-death` reason)."""
+
+    body: bytes
+    message_id: str | None
+    reason: str  # "rejected" (reject without requeue) or "delivery_limit"
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +75,7 @@ class _Queue:
     delivery_limit: int | None
     ready: deque[_Message] = field(default_factory=deque)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    dead: list[DeadLetter] = field(default_factory=list)
 
     async def notify(self) -> None:
         async with self.changed:
@@ -62,13 +85,52 @@ class _Queue:
 class InMemoryBroker:
     """The server side: queues shared by every client made from it."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: BrokerFaults | None = None, *,
+                 confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+                 detection_s: float = DETECTION_S) -> None:
         self.queues: dict[str, _Queue] = {}
+        self.faults = faults or BrokerFaults()
+        self.confirm_timeout_s = confirm_timeout_s
+        self.detection_s = detection_s
+        self.clients: list[MemoryBrokerClient] = []
         self._seq = itertools.count(1)
-        self.available = True  # tests turn it off to simulate an outage
+        self._notices: set[asyncio.Task[None]] = set()
+
+    def _notify_later(self, queue: _Queue) -> None:
+        """Wake the queue's consumers from a path that cannot await (settles, drops)."""
+        task = asyncio.get_running_loop().create_task(queue.notify())
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    @property
+    def available(self) -> bool:
+        """False while a connection-loss window is on (kept for older tests)."""
+        return not self.faults.connection_loss.active
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        if value:
+            self.faults.connection_loss.off()
+        else:
+            self.faults.connection_loss.on()
 
     def client(self, *, delivery_limit: int | None = None) -> MemoryBrokerClient:
-        return MemoryBrokerClient(self, delivery_limit=delivery_limit)
+        client = MemoryBrokerClient(self, delivery_limit=delivery_limit)
+        self.clients.append(client)
+        return client
+
+    def unsettled(self) -> int:
+        """Deliveries handed to a consumer or a get and not settled yet, over all clients."""
+        return sum(len(c._unsettled) for c in self.clients)
+
+    def dead_letters(self, queue: str) -> list[DeadLetter]:
+        """What `<queue>.dlq` holds now, with the reasons."""
+        dlq = self.queues.get(queue + ".dlq")
+        return [] if dlq is None else list(dlq.dead)
+
+    def drop_all(self, reason: str) -> None:
+        for client in list(self.clients):
+            client._drop(reason)
 
     def _declare(self, name: str, delivery_limit: int | None) -> _Queue:
         queue = self.queues.get(name)
@@ -86,10 +148,17 @@ class InMemoryBroker:
         if dlq is None:
             log.warning("dropped a dead-lettered message: %s has no dead-letter queue", queue.name)
             return
-        dlq.ready.append(_Message(message.body, message.message_id, seq=next(self._seq),
-                                  death_reason=reason))
-        # Notify without awaiting: dead-lettering happens inside settle paths.
-        asyncio.get_running_loop().create_task(dlq.notify())
+        dlq.ready.append(_Message(message.body, message.message_id, seq=next(self._seq)))
+        dlq.dead.append(DeadLetter(message.body, message.message_id, reason))
+        self._notify_later(dlq)
+
+    def _return(self, queue: _Queue, message: _Message) -> None:
+        message.returns += 1
+        message.redelivered = True
+        if queue.delivery_limit is not None and message.returns > queue.delivery_limit:
+            self._dead_letter(queue, message, "delivery_limit")
+        else:
+            bisect.insort(queue.ready, message, key=lambda m: m.seq)
 
 
 class MemoryDelivery:
@@ -103,39 +172,57 @@ class MemoryDelivery:
         self._queue = queue
         self._message = message
         self._consumer = consumer
-        self._settled = False
+        self._epoch = client.epoch
+        self._channel = consumer.channel if consumer is not None else 0
+        self._taken = False  # ack or reject was asked (the adapter's own check)
+        self._done = False  # the broker settled it: acked, rejected or handed back
         self.body = bytes(message.body)
         self.redelivered = message.redelivered
-        self.delivery_count = message.returns + 1
+        quorum = queue.delivery_limit is not None
+        self.delivery_count = message.returns + 1 if quorum else 1 + self.redelivered
         self.message_id = message.message_id
-        self.death_reason = message.death_reason
 
-    def _settle(self) -> None:
-        if self._settled:
+    def _channel_open(self) -> bool:
+        return (self._client.is_open and self._client.epoch == self._epoch
+                and (self._consumer is None or self._consumer.channel == self._channel))
+
+    async def _settle(self) -> None:
+        if self._taken:
             raise DeliveryAlreadySettled("delivery already acked or rejected")
-        if not self._client.is_open:
-            raise BrokerUnavailable("connection closed: the delivery was handed back")
-        self._settled = True
+        self._taken = True
+        await self._client._link()
+        if not self._channel_open():
+            # RabbitMQ: the channel that carried this delivery is gone, and the message with it.
+            raise BrokerUnavailable("channel closed: the delivery was handed back")
+        if self._client.server.faults.channel_closed.fires():
+            if self._consumer is None:
+                self._hand_back()
+            self._client._close_channel(self._consumer)
+            raise BrokerUnavailable("channel closed by the broker during a settle")
+        self._done = True
         self._client._unsettled.discard(self)
         if self._consumer is not None:
             self._consumer.unsettled -= 1
 
     async def ack(self) -> None:
-        self._settle()
+        await self._settle()
         await self._queue.notify()
 
     async def reject(self, *, requeue: bool) -> None:
-        self._settle()
+        await self._settle()
         if requeue:
-            self._client._server_return(self._queue, self._message)
+            self._client.server._return(self._queue, self._message)
         else:
             self._client.server._dead_letter(self._queue, self._message, "rejected")
         await self._queue.notify()
 
     def _hand_back(self) -> None:
-        """The connection went away: the broker takes the message back."""
-        self._settled = True
-        self._client._server_return(self._queue, self._message)
+        """The channel went away: the broker takes the message back."""
+        if self._done:
+            return
+        self._done = True
+        self._client._unsettled.discard(self)
+        self._client.server._return(self._queue, self._message)
 
 
 class _Consumer:
@@ -147,15 +234,39 @@ class _Consumer:
         self.handler = handler
         self.prefetch = prefetch
         self.unsettled = 0
+        self.channel = 1  # bumped when the channel closes; its deliveries die with it
+        self.attached = True
         self.task: asyncio.Task[None] | None = None
+
+    def _can_deliver(self) -> bool:
+        return (bool(self.queue.ready) and self.unsettled < self.prefetch
+                and self.attached and self.client.is_open)
 
     async def run(self) -> None:
         queue = self.queue
+        faults = self.client.server.faults
         while True:
+            if not self.client.is_open or not self.attached:
+                await asyncio.sleep(RECONNECT_PAUSE_S)
+                self.client._try_reopen()
+                self.attached = self.client.is_open
+                continue
+            if faults.connection_loss.active:
+                self.client.server.drop_all("broker outage")
+                continue
+            if faults.blackhole.active:
+                self.client._start_blackhole()
+                await asyncio.sleep(RECONNECT_PAUSE_S)
+                continue
             async with queue.changed:
-                await queue.changed.wait_for(
-                    lambda: bool(queue.ready) and self.unsettled < self.prefetch
-                )
+                # Bounded, so that faults switched on by a window are noticed. (Not wait_for:
+                # on Python 3.11 it can swallow a cancellation that races the predicate.)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await queue.changed.wait_for(self._can_deliver)
+                if not self._can_deliver() or faults.connection_loss.active \
+                        or faults.blackhole.active:
+                    continue
                 message = queue.ready.popleft()
                 self.unsettled += 1
             delivery = MemoryDelivery(self.client, queue, message, self)
@@ -165,12 +276,18 @@ class _Consumer:
             except Exception:
                 log.exception("consumer handler raised; the delivery stays unsettled")
 
+    def close_channel(self) -> None:
+        self.channel += 1
+        self.unsettled = 0
+        self.attached = False
+        for delivery in list(self.client._unsettled):
+            if delivery._consumer is self:
+                delivery._hand_back()
+        self.client._notify_all()
+
     async def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-            self.task = None
+        await stop_task(self.task)
+        self.task = None
         with contextlib.suppress(ValueError):
             self.client._consumers.remove(self)
 
@@ -184,67 +301,134 @@ class MemoryBrokerClient:
         self.server = server
         self.delivery_limit = delivery_limit
         self.is_open = False
+        self.epoch = 0  # bumped on every lost connection
+        self.reconnects = 0
+        self._closed = False  # closed by its owner: no reconnecting
         self._consumers: list[_Consumer] = []
         self._unsettled: set[MemoryDelivery] = set()
+        self._blackhole: asyncio.Task[None] | None = None
 
-    def _check(self) -> None:
-        if not self.server.available:
-            raise BrokerUnavailable("in-memory broker is switched off")
+    # --- connection life ----------------------------------------------------------------
+
+    def _drop(self, reason: str) -> None:
+        """The connection is lost: unsettled deliveries go back, consumers wait to resume."""
         if not self.is_open:
-            raise BrokerUnavailable("connection is not open")
+            return
+        log.debug("in-memory broker connection lost: %s", reason)
+        self.is_open = False
+        self.epoch += 1
+        for consumer in self._consumers:
+            consumer.unsettled = 0
+            consumer.attached = False
+        for delivery in list(self._unsettled):
+            delivery._hand_back()
+        self._unsettled.clear()
+        self._notify_all()
 
-    def _queue(self, name: str) -> _Queue:
-        queue = self.server.queues.get(name)
-        if queue is None:
-            raise Unroutable(f"no queue named {name!r}: declare it first")
-        return queue
+    def _notify_all(self) -> None:
+        for queue in self.server.queues.values():
+            self.server._notify_later(queue)
 
-    def _server_return(self, queue: _Queue, message: _Message) -> None:
-        message.returns += 1
-        message.redelivered = True
-        if queue.delivery_limit is not None and message.returns > queue.delivery_limit:
-            self.server._dead_letter(queue, message, "delivery_limit")
-        else:
-            bisect.insort(queue.ready, message, key=lambda m: m.seq)
+    def _close_channel(self, consumer: _Consumer | None) -> None:
+        if consumer is not None:
+            consumer.close_channel()
+
+    def _down(self) -> bool:
+        faults = self.server.faults
+        return faults.connection_loss.active or faults.blackhole.active
+
+    def _try_reopen(self) -> None:
+        if not self._closed and not self.is_open and not self._down():
+            self.is_open = True
+            self.reconnects += 1
+
+    def _start_blackhole(self) -> asyncio.Task[None]:
+        """The link went silent: after the detection bound, the connection is declared dead."""
+        if self._blackhole is None or self._blackhole.done():
+            self._blackhole = asyncio.get_running_loop().create_task(self._detect_silence())
+        return self._blackhole
+
+    async def _detect_silence(self) -> None:
+        await asyncio.sleep(self.server.detection_s)
+        self._drop("no heartbeat from the broker")
+
+    async def _link(self) -> None:
+        """Ask the faults, reconnect if the connection was lost; raise while unreachable."""
+        if self._closed:
+            raise BrokerUnavailable("broker client is closed")
+        faults = self.server.faults
+        if faults.connection_loss.fires():
+            if faults.connection_loss.active:
+                self.server.drop_all("broker outage")
+            else:
+                self._drop("connection lost")
+            raise BrokerUnavailable("rabbitmq unavailable: connection lost")
+        if faults.blackhole.fires():
+            if self.is_open:
+                await asyncio.shield(self._start_blackhole())
+            raise BrokerUnavailable("rabbitmq unavailable: no heartbeat (silent link)")
+        if not self.is_open:
+            self._try_reopen()
+            if not self.is_open:
+                raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
+
+    # --- the port -----------------------------------------------------------------------
 
     async def connect(self) -> None:
-        if not self.server.available:
-            raise BrokerUnavailable("in-memory broker is switched off")
-        self.is_open = True
+        self._closed = False
+        await self._link()
 
     async def close(self) -> None:
         for consumer in list(self._consumers):
             await consumer.cancel()
-        self.is_open = False
-        queues = set()
-        for delivery in list(self._unsettled):
-            delivery._hand_back()
-            queues.add(delivery._queue)
-        self._unsettled.clear()
-        for queue in queues:
-            await queue.notify()
+        self._drop("closed by its owner")
+        self._closed = True
+        if self._blackhole is not None:
+            self._blackhole.cancel()
+        with contextlib.suppress(ValueError):
+            self.server.clients.remove(self)
+
+    def sever(self) -> None:
+        """The process that owned this connection died: the broker sees the connection close
+        and takes its unsettled deliveries back; nothing reconnects."""
+        self._drop("the owning process died")
+        self._closed = True
 
     async def ping(self) -> None:
-        self._check()
+        await self._link()
 
     async def declare_queue(self, queue: str) -> None:
-        self._check()
+        await self._link()
         self.server._declare(queue, self.delivery_limit)
         self.server._declare(queue + ".dlq", None)
 
     async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
-        self._check()
         if not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
+        await self._link()
         target = self._queue(queue)
+        faults = self.server.faults
+        if faults.channel_closed.fires():
+            raise BrokerUnavailable("publisher channel closed by the broker")
+        if faults.nack.fires():
+            await asyncio.sleep(0)
+            raise BrokerUnavailable("broker refused the message: nack")
         target.ready.append(_Message(bytes(body), message_id, seq=next(self.server._seq)))
-        await asyncio.sleep(0)  # the confirm comes back later, never inline
         await target.notify()
+        if faults.confirm_lost.fires():
+            await asyncio.sleep(self.server.confirm_timeout_s)
+            raise BrokerUnavailable("publish not confirmed within "
+                                    f"{self.server.confirm_timeout_s:g} s")
+        if faults.slow_confirm.fires():
+            await asyncio.sleep(min(faults.slow_confirm.delay_s, self.server.confirm_timeout_s))
+            if faults.slow_confirm.delay_s >= self.server.confirm_timeout_s:
+                raise BrokerUnavailable("publish not confirmed in time")
+        await asyncio.sleep(0)  # the confirm comes back later, never inline
 
     async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> _Consumer:
-        self._check()
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
+        await self._link()
         consumer = _Consumer(self, self._queue(queue), handler, prefetch)
         consumer.task = asyncio.get_running_loop().create_task(
             consumer.run(), name=f"memory-consumer-{next(self._ids)}"
@@ -253,7 +437,7 @@ class MemoryBrokerClient:
         return consumer
 
     async def get(self, queue: str) -> MemoryDelivery | None:
-        self._check()
+        await self._link()
         target = self._queue(queue)
         await asyncio.sleep(0)
         if not target.ready:
@@ -263,5 +447,11 @@ class MemoryBrokerClient:
         return delivery
 
     async def message_count(self, queue: str) -> int:
-        self._check()
+        await self._link()
         return len(self._queue(queue).ready)
+
+    def _queue(self, name: str) -> _Queue:
+        queue = self.server.queues.get(name)
+        if queue is None:
+            raise Unroutable(f"no queue named {name!r}: declare it first")
+        return queue

@@ -14,6 +14,7 @@ from typing import Any
 from reference.errors import JobFailed, UnknownAction, ValidationFailed
 from reference.messages import Principal
 from reference.ports import UserRepository
+from reference.records import MalformedRecord
 from reference.validation import check_known, read_bool, read_email, read_int, read_str
 
 MAX_USER_ID = 2**53 - 1  # ids stay exact in every JSON client
@@ -39,6 +40,11 @@ class Outcome:
 
 Validator = Callable[[dict[str, Any]], dict[str, Any]]
 Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[Outcome]]
+ResultCheck = Callable[[Any], None]
+
+
+def _any_result(result: Any) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +52,41 @@ class Action:
     name: str
     validate: Validator
     run: Handler
+    check_result: ResultCheck = _any_result  # raises MalformedRecord for a result it can't be
+
+
+# --- results: records are input, a core in another language may write them ------------------
+
+
+def _check_user(result: Any, where: str = "result") -> None:
+    if not isinstance(result, dict):
+        raise MalformedRecord(f"{where} must be a user object")
+    if type(result.get("id")) is not int or not 1 <= result["id"] <= MAX_USER_ID:
+        raise MalformedRecord(f"{where}.id must be a positive integer")
+    for name in ("name", "email"):
+        if not isinstance(result.get(name), str):
+            raise MalformedRecord(f"{where}.{name} must be a string")
+
+
+def _check_no_result(result: Any) -> None:
+    if result is not None:
+        raise MalformedRecord("result must be absent")
+
+
+def _check_page(result: Any) -> None:
+    if not isinstance(result, dict) or not isinstance(result.get("items"), list):
+        raise MalformedRecord("result must be an object with an items list")
+    for i, item in enumerate(result["items"]):
+        _check_user(item, f"result.items[{i}]")
+    cursor = result.get("next_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise MalformedRecord("result.next_cursor must be a string or null")
+
+
+def _check_job(result: Any) -> None:
+    if not isinstance(result, dict) or any(
+            type(result.get(name)) is not int for name in ("duration_ms", "steps")):
+        raise MalformedRecord("result must be an object with integer duration_ms and steps")
 
 
 # --- createUser -----------------------------------------------------------------------------
@@ -91,7 +132,9 @@ def _validate_list(params: dict[str, Any]) -> dict[str, Any]:
     cursor = params.get("cursor")
     after: int | None = None
     if cursor is not None:
-        if not isinstance(cursor, str) or not cursor.isdigit() or len(cursor) > 16:
+        # isascii: "²".isdigit() is true, and int("²") raises.
+        if (not isinstance(cursor, str) or not cursor.isascii() or not cursor.isdigit()
+                or len(cursor) > 16):
             raise ValidationFailed("cursor is not a cursor this service gave out", field="cursor")
         after = int(cursor)
     return {"limit": limit, "cursor": None if after is None else str(after)}
@@ -156,12 +199,12 @@ async def _run_job(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("createUser", _validate_create, _create_user),
-        Action("getUser", _validate_id_only, _get_user),
-        Action("listUsers", _validate_list, _list_users),
-        Action("updateUser", _validate_update, _update_user),
-        Action("deleteUser", _validate_id_only, _delete_user),
-        Action("runJob", _validate_job, _run_job),
+        Action("createUser", _validate_create, _create_user, _check_user),
+        Action("getUser", _validate_id_only, _get_user, _check_user),
+        Action("listUsers", _validate_list, _list_users, _check_page),
+        Action("updateUser", _validate_update, _update_user, _check_user),
+        Action("deleteUser", _validate_id_only, _delete_user, _check_no_result),
+        Action("runJob", _validate_job, _run_job, _check_job),
     )
 }
 

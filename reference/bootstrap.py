@@ -6,15 +6,14 @@ imports a driver and nothing is imported (or connected) before it is needed.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from reference.auth import JwtKeys, JwtVerifier
+from reference.backoff import retry_until
 from reference.completion import BatchCompletion, PollingCompletion, PushCompletion
 from reference.errors import BrokerUnavailable, ConfigError, StartupError, StoreUnavailable
 from reference.ports import Completion, MessageBroker, ResultStore, UserRepository
@@ -59,6 +58,7 @@ class MemoryBackends:
 
     broker: Any = None
     redis: Any = None
+    faults: Any = None  # fakes.faults.Faults, made with the first memory:// service
 
 
 @dataclass
@@ -69,7 +69,6 @@ class Services:
     users: UserRepository
     keys: JwtKeys | None
     memory: MemoryBackends = field(default_factory=MemoryBackends)
-    _started: bool = False
 
     def verifier(self) -> JwtVerifier:
         if self.keys is None:
@@ -96,30 +95,27 @@ class Services:
         config = WorkerConfig(
             queue=s.queue, concurrency=concurrency or s.concurrency, result_ttl_s=s.result_ttl_s,
             running_ttl_s=s.running_ttl_s, claim_ttl_s=s.claim_ttl_s,
-            shutdown_timeout_s=s.shutdown_timeout_s,
+            shutdown_timeout_s=s.shutdown_timeout_s, delivery_limit=s.delivery_limit,
         )
         return CoreWorker(self.broker, self.results, self.users, config, worker_id=worker_id)
 
     async def start(self) -> None:
         """Connect to broker and store (retrying up to connect_timeout), declare the queue."""
-        deadline = time.monotonic() + self.settings.connect_timeout_s
-        pause = 0.1
-        while True:
-            try:
-                await self.broker.connect()
-                await self.results.ping()
-                await self.broker.declare_queue(self.settings.queue)
-                break
-            except (BrokerUnavailable, StoreUnavailable) as exc:
-                if time.monotonic() + pause > deadline:
-                    raise StartupError(
-                        f"could not reach the broker or store within "
-                        f"{self.settings.connect_timeout_s:g} s: {exc}"
-                    ) from None
-                log.warning("waiting for broker/store: %s", exc)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 2.0)
-        self._started = True
+
+        async def connect() -> None:
+            await self.broker.connect()
+            await self.results.ping()
+            await self.broker.declare_queue(self.settings.queue)
+
+        try:
+            await retry_until(connect, deadline_s=self.settings.connect_timeout_s,
+                              retry_on=(BrokerUnavailable, StoreUnavailable),
+                              what="broker and store")
+        except (BrokerUnavailable, StoreUnavailable) as exc:
+            raise StartupError(
+                f"could not reach the broker or store within "
+                f"{self.settings.connect_timeout_s:g} s: {exc}"
+            ) from None
 
     async def close(self) -> None:
         for close in (self.broker.close, self.results.close):

@@ -8,7 +8,8 @@
   not a result.
 
 Store outages are waited out, never raised: a request already published must not get a 503
-that invites a duplicate retry; it gets its result, or the 504 of its timeout.
+that invites a duplicate retry; it gets its result, or the 504 of its timeout. The background
+loops run under `keep_running`: no error of any kind ends them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from reference.backoff import Backoff, keep_running, stop_task
 from reference.errors import StoreUnavailable
 from reference.ports import FinalsSubscription, ResultStore
 from reference.records import ResultRecord
@@ -59,6 +61,8 @@ class _PollWatch:
                 record = await self._owner._results.get(self._rid)
             except StoreUnavailable as exc:
                 log.debug("store unavailable while waiting for %s: %s", self._rid, exc)
+            except Exception:  # a waiting request ends in its result or its 504, never a 500
+                log.exception("unexpected error while waiting for %s", self._rid)
             else:
                 if record is not None:
                     last = record
@@ -147,23 +151,23 @@ class BatchCompletion:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-poller")
+        self._task = asyncio.get_running_loop().create_task(
+            keep_running(self._tick, name="batch poller"), name="batch-poller")
 
     async def close(self) -> None:
-        await _cancel(self._task)
+        await stop_task(self._task)
         self._task = None
         self._waiters.cancel_all()
 
     def watch(self, request_id: str) -> _FutureWatch:
         return _FutureWatch(self._waiters, request_id)
 
-    async def _run(self) -> None:
-        while True:
-            if not self._waiters.futures:
-                self._waiters.added.clear()
-                await self._waiters.added.wait()
-            await asyncio.sleep(self._interval_s)
-            await _sweep(self._results, self._waiters)
+    async def _tick(self) -> None:
+        if not self._waiters.futures:
+            self._waiters.added.clear()
+            await self._waiters.added.wait()
+        await asyncio.sleep(self._interval_s)
+        await _sweep(self._results, self._waiters)
 
 
 class PushCompletion:
@@ -177,75 +181,62 @@ class PushCompletion:
         self._waiters = _Waiters()
         self._subscription: FinalsSubscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.resubscribed = 0
 
     async def start(self) -> None:
         # Subscribed before the API publishes anything: no notice can come too early.
         self._subscription = await self._results.subscribe_finals()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._listen(), name="push-listener"),
-                       loop.create_task(self._safety_net(), name="push-safety-net")]
+        self._tasks = [
+            loop.create_task(
+                keep_running(self._listen, name="push listener", on_error=self._drop,
+                             backoff=Backoff(0.1, self._reconnect_max_s)),
+                name="push-listener"),
+            loop.create_task(keep_running(self._safety_net, name="push safety net"),
+                             name="push-safety-net"),
+        ]
 
     async def close(self) -> None:
         for task in self._tasks:
-            await _cancel(task)
+            await stop_task(task)
         self._tasks = []
-        if self._subscription is not None:
-            with contextlib.suppress(StoreUnavailable):
-                await self._subscription.close()
-            self._subscription = None
+        await self._drop(None)
         self._waiters.cancel_all()
 
     def watch(self, request_id: str) -> _FutureWatch:
         return _FutureWatch(self._waiters, request_id)
 
+    async def _drop(self, _: BaseException | None) -> None:
+        old, self._subscription = self._subscription, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
+
     async def _listen(self) -> None:
-        pause = 0.1
-        while True:
-            try:
-                if self._subscription is None:
-                    self._subscription = await self._results.subscribe_finals()
-                    self.resubscribed += 1
-                    # Notices sent while we were away are lost: read what we wait on now.
-                    await _sweep(self._results, self._waiters)
-                rid = await self._subscription.next(1.0)
-                noticed = [] if rid is None else [rid]
-                # Under load notices come in bursts: take what is already there, then read
-                # all their records with one MGET instead of one GET after another.
-                while rid is not None and len(noticed) < MAX_NOTICES_PER_READ:
-                    rid = await self._subscription.next(0)
-                    if rid is not None:
-                        noticed.append(rid)
-                pause = 0.1
-            except StoreUnavailable as exc:
-                log.warning("finals subscription lost: %s", exc)
-                old, self._subscription = self._subscription, None
-                if old is not None:
-                    with contextlib.suppress(StoreUnavailable):
-                        await old.close()
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, self._reconnect_max_s)
-                continue
-            waited = [r for r in noticed if r in self._waiters.futures]
-            if not waited:
-                continue
-            try:
-                if len(waited) == 1:
-                    self._waiters.offer(waited[0], await self._results.get(waited[0]))
-                else:
-                    self._waiters.offer_many(waited, await self._results.get_many(waited))
-            except StoreUnavailable:
-                continue  # the safety net reads them later
+        """One read of notices; (re)subscribes first when the subscription was lost."""
+        if self._subscription is None:
+            self._subscription = await self._results.subscribe_finals()
+            log.info("finals subscription restored")
+            # Notices sent while we were away are lost: read what we wait on now.
+            await _sweep(self._results, self._waiters)
+        rid = await self._subscription.next(1.0)
+        noticed = [] if rid is None else [rid]
+        # Under load notices come in bursts: take what is already there, then read all their
+        # records with one MGET instead of one GET after another.
+        while rid is not None and len(noticed) < MAX_NOTICES_PER_READ:
+            rid = await self._subscription.next(0)
+            if rid is not None:
+                noticed.append(rid)
+        waited = [r for r in noticed if r in self._waiters.futures]
+        if not waited:
+            return
+        try:
+            if len(waited) == 1:
+                self._waiters.offer(waited[0], await self._results.get(waited[0]))
+            else:
+                self._waiters.offer_many(waited, await self._results.get_many(waited))
+        except StoreUnavailable:
+            pass  # the subscription may be fine: the safety net reads them later
 
     async def _safety_net(self) -> None:
-        while True:
-            await asyncio.sleep(self._safety_interval_s)
-            await _sweep(self._results, self._waiters)
-
-
-async def _cancel(task: asyncio.Task[None] | None) -> None:
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+        await asyncio.sleep(self._safety_interval_s)
+        await _sweep(self._results, self._waiters)

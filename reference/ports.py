@@ -99,11 +99,14 @@ class ResultStore(Protocol):
     async def get_many(self, request_ids: Sequence[str]) -> list[ResultRecord | None]: ...
 
     async def begin(self, request_id: str, holder: str, running: ResultRecord, *,
-                    claim_ttl_s: float, running_ttl_s: float) -> str:
+                    claim_ttl_s: float, running_ttl_s: float, start_limit: int = 5,
+                    starts_ttl_s: float = 3600.0) -> str:
         """Claim the request and write its Running record, in one step.
 
         Returns "started" (the claim is ours: ours before, or free), "held" (another holder
-        has it; nothing written) or "final" (the request is done; nothing written)."""
+        has it; nothing written), "final" (the request is done; nothing written) or
+        "exhausted" (it was claimed afresh `start_limit` times already and never finished:
+        the delivery bound; nothing written)."""
         ...
 
     async def finish(self, request_id: str, holder: str, final: ResultRecord, *,

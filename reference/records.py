@@ -13,6 +13,7 @@ SUCCESS: Final = "Success"
 FAIL: Final = "Fail"
 STATUSES: Final = frozenset({QUEUED, RUNNING, SUCCESS, FAIL})
 FINAL_STATUSES: Final = frozenset({SUCCESS, FAIL})
+BAD_RECORD: Final = "bad_record"  # the error code of a stored value that breaks this contract
 
 
 class MalformedRecord(ValueError):
@@ -40,6 +41,13 @@ class ResultRecord:
     @property
     def error_code(self) -> str | None:
         return None if self.error is None else str(self.error.get("code", "internal"))
+
+    @classmethod
+    def unreadable(cls, reason: str) -> ResultRecord:
+        """What stands for a stored value that is no valid record: final (nobody waits on
+        it), owned by nobody, and answered as 502 `bad_record`."""
+        return cls(status=FAIL, detail=f"unreadable result record: {reason}",
+                   error={"code": BAD_RECORD, "message": reason})
 
     def evolve(self, **changes: Any) -> ResultRecord:
         return replace(self, **changes)
@@ -73,6 +81,29 @@ class ResultRecord:
             raise MalformedRecord(f"record has no valid status: {status!r}")
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
+        _check_types(kwargs)
         kwargs["detail"] = str(data.get("detail", ""))
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**kwargs, extra=extra)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    """The optional fields of SPEC §3, each of its type or absent (null counts as absent)."""
+    progress = data.get("progress")
+    if progress is not None and (not _number(progress) or not 0 <= progress <= 100):
+        raise MalformedRecord("progress must be a number from 0 to 100")
+    error = data.get("error")
+    if error is not None and (not isinstance(error, dict)
+                              or not isinstance(error.get("code"), str)):
+        raise MalformedRecord("error must be an object with a string code")
+    owner = data.get("owner")
+    if owner is not None and not isinstance(owner, str):
+        raise MalformedRecord("owner must be a string")
+    for name in ("queued_at", "started_at", "updated_at", "finished_at"):
+        value = data.get(name)
+        if value is not None and not _number(value):
+            raise MalformedRecord(f"{name} must be a number (epoch ms)")

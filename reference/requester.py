@@ -20,7 +20,6 @@ NOT_QUEUED_TTL_S = 300.0
 @dataclass(frozen=True, slots=True)
 class Submitted:
     request_id: str
-    queued_at: float
     watch: Watch | None = None
 
 
@@ -29,10 +28,6 @@ class Waited:
     request_id: str
     record: ResultRecord | None  # final, or the last seen when the wait timed out
     seen_at: float  # epoch ms when the API saw it
-
-    @property
-    def is_final(self) -> bool:
-        return self.record is not None and self.record.is_final
 
 
 class Requester:
@@ -93,7 +88,7 @@ class Requester:
             with contextlib.suppress(StoreUnavailable):
                 await self._results.put(request_id, failed, ttl_s=NOT_QUEUED_TTL_S)
             raise
-        return Submitted(request_id, queued_at, watch)
+        return Submitted(request_id, watch)
 
     async def wait(self, submitted: Submitted, timeout_s: float | None = None) -> Waited:
         """The final record, or what was last seen when the request timeout ran out."""

@@ -1,8 +1,10 @@
 """The core worker: consume request messages, run their actions, write their result records.
 
-Per delivery (SPEC §2-§3): decode (poison -> dead-letter), skip if the record is already final,
-claim the request, check deadline and params, write Running, run the action with progress,
-write exactly one final record, release the claim, and only then ack.
+Per delivery (SPEC §2-§3): decode (poison -> dead-letter), check deadline, version and params,
+claim the request and write Running (or skip: final already, held by a live worker, started
+too often), run the action with progress, write exactly one final record, release the claim,
+and only then ack. Every delivery is settled on every path: an error nobody expected writes a
+Fail record and dead-letters the message, and the worker goes on.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from reference import actions
+from reference.backoff import Backoff, keep_running, stop_task
 from reference.clock import now_ms
 from reference.errors import (
     BrokerUnavailable,
     DeadlineExceeded,
-    DeliveryAlreadySettled,
     DomainError,
     PoisonMessage,
+    ReferenceServiceError,
     StoreUnavailable,
     ValidationFailed,
 )
@@ -32,6 +35,9 @@ from reference.ports import Delivery, MessageBroker, ResultStore, Subscription, 
 from reference.records import FAIL, RUNNING, SUCCESS, ResultRecord
 
 log = logging.getLogger(__name__)
+
+# Why a message lands in the dead-letter queue (SPEC §2), as the worker logs it.
+DEAD_LETTER_REASONS = ("poison", "delivery_limit", "internal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class WorkerConfig:
     claim_ttl_s: float = 10.0
     shutdown_timeout_s: float = 10.0
     retry_delay_s: float = 0.5  # pause before handing back work that hit a store outage
+    delivery_limit: int = 5  # times a request may be claimed afresh before it is given up
 
 
 def make_worker_id() -> str:
@@ -67,16 +74,27 @@ class CoreWorker:
         self._subscription: Subscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._running: set[str] = set()  # request ids this worker holds the claim for now
+        self._renewer: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.processed = 0  # final records this worker wrote
         self.runs_started = 0  # actions this worker began to run (re-runs after a death count)
+        self.dead_lettered: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
 
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
 
+    @property
+    def claims_held(self) -> frozenset[str]:
+        return frozenset(self._running)
+
     async def start(self) -> None:
         await self._broker.declare_queue(self._config.queue)
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.create_task(
+            keep_running(self._renew_claims, name=f"claim renewer {self.worker_id}",
+                         backoff=Backoff(0.1, self._config.claim_ttl_s / 3)),
+            name="claim-renewer")
         self._subscription = await self._broker.consume(
             self._config.queue, self._on_delivery, prefetch=self._config.concurrency
         )
@@ -91,24 +109,33 @@ class CoreWorker:
         """Stop consuming, let in-flight work finish within the bound, hand back the rest."""
         self._stopping.set()
         if self._subscription is not None:
-            with contextlib.suppress(BrokerUnavailable):
+            with contextlib.suppress(Exception):
                 await self._subscription.cancel()
             self._subscription = None
         if self._tasks:
             _, pending = await asyncio.wait(
                 set(self._tasks), timeout=self._config.shutdown_timeout_s
             )
-            for task in pending:
-                task.cancel()
             if pending:
                 log.warning("handing back %d requests still running at shutdown", len(pending))
+                for task in pending:
+                    task.cancel()
                 await asyncio.wait(pending, timeout=self._config.shutdown_timeout_s)
+        await stop_task(self._renewer)
+        self._renewer = None
 
     # --- one delivery ---------------------------------------------------------------------
 
     async def handle(self, delivery: Delivery) -> None:
+        """Settle `delivery` whatever happens; never raises but cancellation."""
         try:
-            await self._handle(delivery)
+            try:
+                message = decode(delivery.body)
+            except PoisonMessage as exc:
+                await self._dead_letter(delivery, "poison", exc.reason, exc.request_id,
+                                        code=ValidationFailed.code)
+                return
+            await self._handle(delivery, message)
         except asyncio.CancelledError:
             await self._hand_back(delivery)
             raise
@@ -117,19 +144,20 @@ class CoreWorker:
             await asyncio.sleep(self._config.retry_delay_s)
             await self._hand_back(delivery)
         except BrokerUnavailable as exc:
-            # The ack could not be sent; the broker redelivers and the record is final by now.
+            # The settle could not be sent: the broker hands the message out again, and the
+            # record tells the next worker what is left to do.
             log.warning("broker unavailable while settling a delivery: %s", exc)
+        except Exception as exc:
+            log.exception("unexpected error on a delivery; dead-lettering it")
+            rid = _request_id_of(delivery.body)
+            await self._dead_letter(delivery, "internal", f"internal error: {type(exc).__name__}",
+                                    rid, code="internal")
 
     async def _hand_back(self, delivery: Delivery) -> None:
-        with contextlib.suppress(BrokerUnavailable, DeliveryAlreadySettled):
+        with contextlib.suppress(Exception):
             await delivery.reject(requeue=True)
 
-    async def _handle(self, delivery: Delivery) -> None:
-        try:
-            message = decode(delivery.body)
-        except PoisonMessage as exc:
-            await self._dead_letter(delivery, exc)
-            return
+    async def _handle(self, delivery: Delivery, message: RequestMessage) -> None:
         rid = message.request_id
         started = now_ms()
         running = ResultRecord(
@@ -152,6 +180,12 @@ class CoreWorker:
             return
         if state == "stopping":  # someone else will take it
             await self._hand_back(delivery)
+            return
+        if state == "exhausted":
+            reason = (f"given up: started {self._config.delivery_limit} times without "
+                      f"finishing (the delivery limit)")
+            await self._dead_letter(delivery, "delivery_limit", reason, rid, code="internal",
+                                    base=running)
             return
         try:
             await self._run(message, action, params, running)
@@ -180,17 +214,20 @@ class CoreWorker:
 
     async def _begin(self, rid: str, running: ResultRecord) -> str:
         """Claim the request and write Running, unless this worker or another live one is
-        running it already ("held") or it is done ("final").
+        running it already ("held"), it is done ("final") or was started too often
+        ("exhausted").
 
         The Redis claim is per worker (so that a copy handed back after a store outage can be
         taken again at once); `_running` keeps two copies apart inside one worker."""
         if rid in self._running:
             return "held"
         self._running.add(rid)
+        cfg = self._config
         try:
             state = await self._results.begin(
-                rid, self.worker_id, running,
-                claim_ttl_s=self._config.claim_ttl_s, running_ttl_s=self._config.running_ttl_s)
+                rid, self.worker_id, running, claim_ttl_s=cfg.claim_ttl_s,
+                running_ttl_s=cfg.running_ttl_s, start_limit=cfg.delivery_limit,
+                starts_ttl_s=cfg.result_ttl_s)
         except BaseException:
             self._running.discard(rid)
             raise
@@ -204,27 +241,34 @@ class CoreWorker:
         pause = self._config.claim_ttl_s / 4
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), pause)
+                async with asyncio.timeout(pause):
+                    await self._stopping.wait()
             now = now_ms()
             state = await self._begin(rid, running.evolve(started_at=now, updated_at=now))
             if state != "held":
                 return state
         return "stopping"
 
-    async def _dead_letter(self, delivery: Delivery, exc: PoisonMessage) -> None:
-        log.warning("poison message dead-lettered (request_id=%s): %s", exc.request_id, exc.reason)
-        if exc.request_id is not None:
+    async def _dead_letter(self, delivery: Delivery, why: str, reason: str, rid: str | None,
+                           *, code: str, base: ResultRecord | None = None) -> None:
+        """Write a Fail record (when the request id is known; best effort) and reject the
+        message without requeue, so that it lands in the dead-letter queue."""
+        log.warning("dead-lettering a message (%s, request_id=%s): %s", why, rid, reason)
+        self.dead_lettered[why] += 1
+        if rid is not None:
             now = now_ms()
-            record = ResultRecord(
-                status=FAIL,
-                detail=f"malformed message: {exc.reason}",
-                error={"code": ValidationFailed.code, "message": exc.reason},
-                updated_at=now,
-                finished_at=now,
-            )
-            with contextlib.suppress(StoreUnavailable):
-                await self._results.put(exc.request_id, record, ttl_s=self._config.result_ttl_s)
-        await delivery.reject(requeue=False)
+            record = (base or ResultRecord(status=FAIL, detail="")).evolve(
+                status=FAIL, detail=reason, error={"code": code, "message": reason},
+                progress=None, updated_at=now, finished_at=now)
+            try:
+                await self._results.put(rid, record, ttl_s=self._config.result_ttl_s)
+            except Exception as exc:
+                log.warning("could not write the Fail record of %s: %s", rid, exc)
+        try:
+            await delivery.reject(requeue=False)
+        except Exception as exc:
+            log.warning("could not dead-letter %s (the broker will hand it out again): %s",
+                        rid, exc)
 
     async def _run(self, message: RequestMessage, action: actions.Action,
                    params: dict[str, Any], base: ResultRecord) -> None:
@@ -237,7 +281,6 @@ class CoreWorker:
             await self._results.put(rid, update, ttl_s=cfg.running_ttl_s)
 
         context = actions.ActionContext(rid, self._users, report_progress, message.principal)
-        renewer = asyncio.get_running_loop().create_task(self._renew_claim(rid))
         try:
             outcome: Any = await action.run(context, params)
         except DomainError as exc:
@@ -247,10 +290,6 @@ class CoreWorker:
         except Exception as exc:
             log.exception("action %s failed for request %s", message.action, rid)
             outcome = exc
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
         await self._finish(rid, base, outcome, holder=self.worker_id)
 
     async def _finish(self, rid: str, base: ResultRecord, outcome: Any, *,
@@ -278,11 +317,27 @@ class CoreWorker:
             self.processed += 1
             log.debug("finished %s %s", rid, final.status)
 
-    async def _renew_claim(self, rid: str) -> None:
-        pause = self._config.claim_ttl_s / 3
-        while True:
-            await asyncio.sleep(pause)
+    async def _renew_claims(self) -> None:
+        """One pass of the worker's one claim renewer: renew every claim held now, then wait.
+
+        A claim that could not be renewed is logged and tried again on the next pass; one
+        that is no longer ours (it expired and another worker took it) is only logged, since
+        the final record is written once whoever gets there first."""
+        await asyncio.sleep(self._config.claim_ttl_s / 3)
+        for rid in list(self._running):
             try:
-                await self._results.renew_claim(rid, self.worker_id, ttl_s=self._config.claim_ttl_s)
-            except StoreUnavailable as exc:
+                ours = await self._results.renew_claim(rid, self.worker_id,
+                                                       ttl_s=self._config.claim_ttl_s)
+            except ReferenceServiceError as exc:
                 log.warning("could not renew the claim on %s: %s", rid, exc)
+                continue
+            if not ours and rid in self._running:
+                log.warning("the claim on %s expired while this worker ran it", rid)
+
+
+def _request_id_of(body: bytes) -> str | None:
+    """The request id of a message that failed in an unexpected way, if it has a usable one."""
+    try:
+        return decode(body).request_id
+    except Exception:
+        return None

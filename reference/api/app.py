@@ -15,7 +15,8 @@ from sanic.response import HTTPResponse, empty, raw
 from sanic_ext import Extend
 from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from reference.api.http_errors import error_body, status_for
+from reference import actions
+from reference.api.http_errors import STATUS_BY_CODE, error_body, status_for
 from reference.api.metrics import CONTENT_TYPE, ApiMetrics
 from reference.bootstrap import Services, build
 from reference.errors import (
@@ -26,7 +27,7 @@ from reference.errors import (
     ValidationFailed,
 )
 from reference.messages import Principal
-from reference.records import ResultRecord
+from reference.records import BAD_RECORD, MalformedRecord, ResultRecord
 from reference.requester import Requester, Waited
 from reference.settings import Settings
 from reference.worker import CoreWorker
@@ -143,9 +144,18 @@ def _install_error_handlers(app: App) -> None:
     @app.exception(SanicException)
     async def _http(request: Request, exc: SanicException) -> HTTPResponse:
         status = getattr(exc, "status_code", 500) or 500
+        if status >= 500:
+            log.error("%s on %s %s: %s", status, request.method, request.path, exc)
+            return _error(status, "internal", "internal error")
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-                 413: "too_large"}
+                 408: "timeout", 413: "too_large"}
         return _error(status, codes.get(status, "http_error"), str(exc))
+
+    @app.exception(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> HTTPResponse:
+        # Every answer uses the envelope, this one too; the details go to the log only.
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error")
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -169,7 +179,7 @@ def _body(request: Request) -> dict[str, Any]:
 
 
 def _user_id(raw_id: str) -> int:
-    if not raw_id.isdigit() or len(raw_id) > 16:
+    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 16:
         raise ValidationFailed("id must be a positive integer", field="id")
     return int(raw_id)
 
@@ -227,6 +237,15 @@ async def _dispatch(
     return _answer(request, action, waited, success_status, location)
 
 
+def _check_failure(record: ResultRecord) -> None:
+    """A Fail record must carry an error code of the contract (SPEC §3)."""
+    code = record.error_code
+    if code == BAD_RECORD:
+        raise MalformedRecord(record.detail)
+    if code is not None and code not in STATUS_BY_CODE:
+        raise MalformedRecord(f"unknown error code {code!r}")
+
+
 def _answer(request: Request, action: str, waited: Waited, success_status: int,
             location: dict[str, str]) -> HTTPResponse:
     rid = waited.request_id
@@ -239,6 +258,15 @@ def _answer(request: Request, action: str, waited: Waited, success_status: int,
     route = request.route.path if request.route else "unmatched"
     request.app.ctx.metrics.latency.labels(route).observe(total_ms / 1000)
     headers = {"Server-Timing": _server_timing(record, waited.seen_at, total_ms)}
+    try:
+        if record.status == "Success":
+            actions.lookup(action).check_result(record.result)
+        else:
+            _check_failure(record)
+    except MalformedRecord as exc:
+        log.error("bad record for %s (%s): %s", rid, action, exc)
+        return _error(502, BAD_RECORD, f"the result record breaks the contract: {exc}",
+                      headers=headers, request_id=rid)
     if record.status != "Success":
         error = record.error or {"code": "internal", "message": record.detail}
         status = status_for(record.error_code)
@@ -249,7 +277,7 @@ def _answer(request: Request, action: str, waited: Waited, success_status: int,
         return _json(body, status, headers)
     if success_status == 204:
         return empty(204, headers=headers)
-    if action == "createUser" and isinstance(record.result, dict):
+    if action == "createUser":
         headers["Location"] = f"/users/{record.result['id']}"
     return _json(record.result, success_status, headers)
 
@@ -271,7 +299,8 @@ def _install_routes(app: App) -> None:
         params: dict[str, Any] = {}
         limit = request.args.get("limit")
         if limit is not None:
-            if not limit.lstrip("-").isdigit():
+            digits = limit.removeprefix("-")
+            if not (digits.isascii() and digits.isdigit()) or len(digits) > 16:
                 raise ValidationFailed("limit must be an integer", field="limit")
             params["limit"] = int(limit)
         cursor = request.args.get("cursor")
@@ -334,6 +363,9 @@ def _install_routes(app: App) -> None:
                 report[name] = "ok"
             except (BrokerUnavailable, StoreUnavailable, TimeoutError) as exc:
                 report[name] = f"unavailable: {exc or 'timeout'}"
+            except Exception as exc:  # whatever the check raised, the answer is 503
+                log.exception("readiness check of the %s failed", name)
+                report[name] = f"unavailable: {type(exc).__name__}"
         ready = all(v == "ok" for v in report.values())
         return _json({"status": "ready" if ready else "unavailable", **report},
                      200 if ready else 503)

@@ -14,11 +14,12 @@ STATUS_BY_CODE: dict[str, int] = {
     "internal": 500,
     "job_failed": 422,
     "unavailable": 503,
+    "bad_record": 502,
 }
 
 
 def status_for(code: str | None) -> int:
-    return STATUS_BY_CODE.get(code or "internal", 500)
+    return STATUS_BY_CODE.get(code or "internal", 502)
 
 
 def error_body(
