@@ -350,4 +350,4 @@ def _reply_text(exc: BaseException) -> str:
 
 def rabbitmq_broker(settings: Settings, memory: Any) -> RabbitMQBroker:
     return RabbitMQBroker(settings.broker_url, queue_type=settings.queue_type,
-                          delivery_limit=settings.delivery_limit)
+                          delivery_limit=settings.quorum_delivery_limit)

@@ -91,6 +91,10 @@ class RedisResultStore:
         return f"{self._prefix}final:{request_id}"
 
     @property
+    def client(self) -> Redis:
+        return self._redis
+
+    @property
     def finals_channel(self) -> str:
         return f"{self._prefix}reference:finals"
 

@@ -47,7 +47,7 @@ from reference.ports import DeliveryHandler
 log = logging.getLogger(__name__)
 
 CONFIRM_TIMEOUT_S = 5.0  # the adapter's bound on a publisher confirm
-DETECTION_S = 10.0  # how long a silent link lasts before the heartbeat declares it dead
+DETECTION_S = 20.0  # aiormq declares a silent link dead within 3 * (heartbeat 5 s + 1) + 2 s
 RECONNECT_PAUSE_S = 0.1  # the adapter's first backoff step
 
 

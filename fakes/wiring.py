@@ -30,7 +30,7 @@ def faults_of(memory: Any) -> Faults:
 def memory_broker(settings: Settings, memory: Any) -> MemoryBrokerClient:
     if memory.broker is None:
         memory.broker = InMemoryBroker(faults_of(memory).broker)
-    limit = settings.delivery_limit if settings.queue_type == "quorum" else None
+    limit = settings.quorum_delivery_limit if settings.queue_type == "quorum" else None
     client: MemoryBrokerClient = memory.broker.client(delivery_limit=limit)
     return client
 

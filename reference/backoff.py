@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -76,13 +75,14 @@ async def retry_until(op: Callable[[], Awaitable[T]], *, deadline_s: float,
     """`op()`'s result, retrying the errors in `retry_on` with backoff until `deadline_s`
     seconds have passed; then the last error is raised."""
     backoff = backoff or Backoff(maximum=2.0)
-    deadline = time.monotonic() + deadline_s
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
     while True:
         try:
             return await op()
         except retry_on as exc:
             pause = backoff.next()
-            if time.monotonic() + pause > deadline:
+            if loop.time() + pause > deadline:
                 raise
             log.warning("waiting for %s: %s", what, exc)
             await asyncio.sleep(pause)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 
 from reference.backoff import Backoff, keep_running, stop_task
@@ -28,6 +27,7 @@ from reference.records import ResultRecord
 log = logging.getLogger(__name__)
 
 MAX_NOTICES_PER_READ = 256
+MIN_SLEEP_S = 0.001
 
 
 class PollingCompletion:
@@ -54,7 +54,8 @@ class _PollWatch:
         return None
 
     async def result(self, timeout_s: float) -> ResultRecord | None:
-        deadline = time.monotonic() + timeout_s
+        loop = asyncio.get_running_loop()  # loop time: waits are measured as sleeps are
+        deadline = loop.time() + timeout_s
         last: ResultRecord | None = None
         while True:
             try:
@@ -68,8 +69,8 @@ class _PollWatch:
                     last = record
                     if record.is_final:
                         return record
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left = deadline - loop.time()
+            if left < MIN_SLEEP_S:  # a sleep shorter than the clock's grain could spin
                 return last
             await asyncio.sleep(min(self._owner._interval_s, left))
 

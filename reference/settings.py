@@ -14,6 +14,7 @@ T = TypeVar("T")
 
 COMPLETIONS = ("poll", "batch", "push")
 QUEUE_TYPES = ("classic", "quorum")
+QUORUM_LIMIT_FACTOR = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,13 @@ class Settings:
                 raise ConfigError(f"{name} must be at least 1")
         if not self.queue:
             raise ConfigError("REFERENCE_QUEUE must not be empty")
+
+    @property
+    def quorum_delivery_limit(self) -> int:
+        """A quorum queue's `x-delivery-limit`: a backstop above the worker's own bound, for a
+        message that never gets as far as a claim; ordinary returns (outages, shutdowns,
+        channel losses) must not use it up before the worker's count does."""
+        return QUORUM_LIMIT_FACTOR * self.delivery_limit
 
     @property
     def uses_memory(self) -> bool:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +50,8 @@ class WorkerConfig:
     running_ttl_s: float = 600.0
     claim_ttl_s: float = 10.0
     shutdown_timeout_s: float = 10.0
-    retry_delay_s: float = 0.5  # pause before handing back work that hit a store outage
+    retry_delay_s: float = 0.5  # first pause before trying again after a store outage
+    store_hold_s: float = 30.0  # how long a delivery is held through a store outage
     delivery_limit: int = 5  # times a request may be claimed afresh before it is given up
 
 
@@ -124,25 +127,38 @@ class CoreWorker:
         await stop_task(self._renewer)
         self._renewer = None
 
+    async def abort(self) -> None:
+        """Stop at once, without a clean shutdown: what a killed process leaves behind. Used
+        by simulations after the worker's connections were severed; in-flight tasks are
+        cancelled and the renewer stops, so its claims expire."""
+        self._stopping.set()
+        tasks = [*self._tasks, *([self._renewer] if self._renewer else [])]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self._config.shutdown_timeout_s)
+        self._renewer = None
+        self._subscription = None
+
     # --- one delivery ---------------------------------------------------------------------
 
     async def handle(self, delivery: Delivery) -> None:
         """Settle `delivery` whatever happens; never raises but cancellation."""
         try:
+            step: Callable[[], Awaitable[None]]
             try:
                 message = decode(delivery.body)
             except PoisonMessage as exc:
-                await self._dead_letter(delivery, "poison", exc.reason, exc.request_id,
-                                        code=ValidationFailed.code)
-                return
-            await self._handle(delivery, message)
+                poison = exc
+                step = functools.partial(self._dead_letter, delivery, "poison", poison.reason,
+                                         poison.request_id, code=ValidationFailed.code,
+                                         record_first=True)
+            else:
+                step = functools.partial(self._handle, delivery, message)
+            await self._handle_through_outages(delivery, step)
         except asyncio.CancelledError:
             await self._hand_back(delivery)
             raise
-        except StoreUnavailable as exc:
-            log.warning("store unavailable, handing the message back: %s", exc)
-            await asyncio.sleep(self._config.retry_delay_s)
-            await self._hand_back(delivery)
         except BrokerUnavailable as exc:
             # The settle could not be sent: the broker hands the message out again, and the
             # record tells the next worker what is left to do.
@@ -152,6 +168,32 @@ class CoreWorker:
             rid = _request_id_of(delivery.body)
             await self._dead_letter(delivery, "internal", f"internal error: {type(exc).__name__}",
                                     rid, code="internal")
+
+    async def _handle_through_outages(self, delivery: Delivery,
+                                      step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step`; through a store outage, hold the delivery and try again with backoff.
+
+        Holding (rather than handing back at once) keeps the prefetch slot busy, so that the
+        worker takes no new work while Redis is away, and spends no delivery count: a quorum
+        queue would dead-letter a message returned too often. It is handed back when the
+        worker stops, or after `store_hold_s`."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._config.store_hold_s
+        backoff = Backoff(self._config.retry_delay_s, 5.0)
+        while True:
+            try:
+                await step()
+                return
+            except StoreUnavailable as exc:
+                pause = backoff.next()
+                if self._stopping.is_set() or loop.time() + pause > give_up_at:
+                    log.warning("store unavailable, handing the message back: %s", exc)
+                    await self._hand_back(delivery)
+                    return
+                log.warning("store unavailable, trying again in %.1f s: %s", pause, exc)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(pause):
+                        await self._stopping.wait()
 
     async def _hand_back(self, delivery: Delivery) -> None:
         with contextlib.suppress(Exception):
@@ -185,7 +227,7 @@ class CoreWorker:
             reason = (f"given up: started {self._config.delivery_limit} times without "
                       f"finishing (the delivery limit)")
             await self._dead_letter(delivery, "delivery_limit", reason, rid, code="internal",
-                                    base=running)
+                                    base=running, record_first=True)
             return
         try:
             await self._run(message, action, params, running)
@@ -250,11 +292,12 @@ class CoreWorker:
         return "stopping"
 
     async def _dead_letter(self, delivery: Delivery, why: str, reason: str, rid: str | None,
-                           *, code: str, base: ResultRecord | None = None) -> None:
-        """Write a Fail record (when the request id is known; best effort) and reject the
-        message without requeue, so that it lands in the dead-letter queue."""
-        log.warning("dead-lettering a message (%s, request_id=%s): %s", why, rid, reason)
-        self.dead_lettered[why] += 1
+                           *, code: str, base: ResultRecord | None = None,
+                           record_first: bool = False) -> None:
+        """Write a Fail record (when the request id is known) and reject the message without
+        requeue, so that it lands in the dead-letter queue. With `record_first`, a store
+        outage raises StoreUnavailable before the message is dead-lettered (the caller holds
+        it and tries again); otherwise the record is best effort."""
         if rid is not None:
             now = now_ms()
             record = (base or ResultRecord(status=FAIL, detail="")).evolve(
@@ -262,8 +305,14 @@ class CoreWorker:
                 progress=None, updated_at=now, finished_at=now)
             try:
                 await self._results.put(rid, record, ttl_s=self._config.result_ttl_s)
+            except StoreUnavailable:
+                if record_first:
+                    raise
+                log.warning("could not write the Fail record of %s: store unavailable", rid)
             except Exception as exc:
                 log.warning("could not write the Fail record of %s: %s", rid, exc)
+        log.warning("dead-lettering a message (%s, request_id=%s): %s", why, rid, reason)
+        self.dead_lettered[why] += 1
         try:
             await delivery.reject(requeue=False)
         except Exception as exc:
