@@ -179,13 +179,16 @@ class RabbitMQBroker:
     # --- connection ---------------------------------------------------------------------
 
     async def connect(self) -> None:
+        """Connect now (or raise BrokerUnavailable); either way the reconnect supervisor runs
+        from here on, so a client whose first connect failed still comes back by itself
+        (found by the differential test)."""
         self._closed = False
-        await self._connection(force=True)
         if self._supervisor is None:
             self._supervisor = asyncio.get_running_loop().create_task(
                 keep_running(self._supervise, name="rabbitmq reconnect",
                              backoff=Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)),
                 name="rabbitmq-reconnect")
+        await self._connection(force=True)
 
     async def close(self) -> None:
         self._closed = True

@@ -105,7 +105,9 @@ class _WatchedPubSub(PubSub):
         await super().aclose()  # type: ignore[no-untyped-call]
 
 
-class _Redis(Redis):
+class WatchedRedis(Redis):
+    """redis.asyncio's client, with subscriptions that notice a silent link."""
+
     def pubsub(self, **kwargs: Any) -> PubSub:
         return _WatchedPubSub(self.connection_pool, event_dispatcher=self._event_dispatcher,
                               **kwargs)
@@ -121,7 +123,7 @@ def redis_client(url: str, *, max_connections: int) -> Redis:
         socket_connect_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_S,
     )
-    return _Redis(connection_pool=pool)
+    return WatchedRedis(connection_pool=pool)
 
 
 def pool_size(settings: Settings) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -43,6 +44,12 @@ class Fault:
         self._always = False
         self._until: float | None = None
         self._hits: set[int] = set()
+        self._switched_on: list[Callable[[], None]] = []
+
+    def when_switched_on(self, hook: Callable[[], None]) -> None:
+        """Run `hook` whenever `on()` starts the fault (a fake that must act at once, as a
+        broker outage drops every connection at its start, not at the next call)."""
+        self._switched_on.append(hook)
 
     def on(self, *, for_s: float | None = None, delay_s: float | None = None) -> Fault:
         """Switch on, until `off()` or for `for_s` seconds of loop time."""
@@ -52,6 +59,8 @@ class Fault:
             self._always, self._until = True, None
         else:
             self._always, self._until = False, _loop_time() + for_s
+        for hook in self._switched_on:
+            hook()
         return self
 
     def on_call(self, n: int = 1, *, times: int = 1, delay_s: float | None = None) -> Fault:
@@ -144,7 +153,8 @@ class StoreFaults(_Group):
         self.timeout = Fault("timeout",
                              "The reply does not come within the socket timeout: the server ran "
                              "the command, the client raises TimeoutError.")
-        self.readonly = Fault("readonly", "READONLY: the server is a replica (nothing written).")
+        self.readonly = Fault("readonly", "READONLY: the server is a replica; writes (scripts "
+                              "included) are refused, reads are served.")
         self.oom = Fault("oom", "OOM: maxmemory reached; write commands are refused.")
         self.latency = Fault("latency", "Replies come `delay_s` late.", delay_s=0.2)
         self.blackhole = Fault("blackhole",

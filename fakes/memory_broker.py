@@ -8,8 +8,9 @@ What it keeps from RabbitMQ:
   declaring it again with other arguments fails, as PRECONDITION_FAILED does;
 - publishing to a queue nobody declared is refused (the real adapter publishes `mandatory`);
 - unsettled deliveries per consumer are bounded by its prefetch;
-- a requeued message goes back to its original place in the queue (as a classic queue does;
-  found by the differential test) and comes back marked redelivered;
+- a requeued message goes back to its original place in a classic queue, and ahead of the
+  never-delivered ones, in the order returned, in a quorum queue (both found by the
+  differential test); either way it comes back marked redelivered;
 - reject without requeue dead-letters; so does a message returned more often than the
   delivery limit allows (a quorum queue's `x-delivery-limit`); a classic queue has no limit;
 - `delivery_count` is what the adapter reads: a quorum queue's count of returns plus one, a
@@ -95,10 +96,21 @@ class InMemoryBroker:
         self.clients: list[MemoryBrokerClient] = []
         self._seq = itertools.count(1)
         self._notices: set[asyncio.Task[None]] = set()
+        self.faults.connection_loss.when_switched_on(lambda: self.drop_all("broker outage"))
+        self.faults.blackhole.when_switched_on(self._silence_all)
+
+    def _silence_all(self) -> None:
+        for client in self.clients:
+            if client.is_open:
+                client._start_blackhole()
 
     def _notify_later(self, queue: _Queue) -> None:
         """Wake the queue's consumers from a path that cannot await (settles, drops)."""
-        task = asyncio.get_running_loop().create_task(queue.notify())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # switched from outside a loop: nobody can be waiting
+            return
+        task = loop.create_task(queue.notify())
         self._notices.add(task)
         task.add_done_callback(self._notices.discard)
 
@@ -155,10 +167,16 @@ class InMemoryBroker:
     def _return(self, queue: _Queue, message: _Message) -> None:
         message.returns += 1
         message.redelivered = True
-        if queue.delivery_limit is not None and message.returns > queue.delivery_limit:
+        if queue.delivery_limit is None:
+            bisect.insort(queue.ready, message, key=lambda m: m.seq)
+        elif message.returns > queue.delivery_limit:
             self._dead_letter(queue, message, "delivery_limit")
         else:
-            bisect.insort(queue.ready, message, key=lambda m: m.seq)
+            # A quorum queue serves returned messages first, in the order they came back
+            # (found by the differential test).
+            at = next((i for i, m in enumerate(queue.ready) if not m.redelivered),
+                      len(queue.ready))
+            queue.ready.insert(at, message)
 
 
 class MemoryDelivery:

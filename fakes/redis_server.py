@@ -19,9 +19,10 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from adapters import redis_wiring
 from fakes.faults import StoreFaults
 
-# Commands that only read: OOM does not refuse them.
+# Commands that only read: OOM and a read-only replica do not refuse them.
 _READS = frozenset({b"GET", b"MGET", b"PING", b"EXISTS", b"HMGET", b"HGET", b"HGETALL",
                     b"ZRANGEBYSCORE", b"ZRANGE", b"SCAN", b"TTL", b"PTTL", b"TYPE", b"INFO",
                     b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"CLIENT", b"HELLO",
@@ -50,6 +51,7 @@ class FaultyFakeConnection(FakeAsyncRedisConnection):
         self._faults = faults
         self._after_send: str | None = None  # what happens to the reply of the last send
         self._error_reply: redis_errors.ResponseError | None = None
+        self._silent_since: float | None = None  # a subscriber's read met a black hole
 
     def _fires(self, name: str) -> bool:
         hit = False
@@ -83,7 +85,7 @@ class FaultyFakeConnection(FakeAsyncRedisConnection):
             await asyncio.sleep(self.socket_timeout or 3600.0)
             raise await self._lost(redis_errors.TimeoutError("Timeout reading from socket"))
         name = _command_name(command)
-        if self._fires("readonly"):
+        if self._fires("readonly") and name not in _READS:
             self._error_reply = redis_errors.ReadOnlyError(
                 "You can't write against a read only replica.")
             return
@@ -103,11 +105,25 @@ class FaultyFakeConnection(FakeAsyncRedisConnection):
             raise error
         after, self._after_send = self._after_send, None
         if after is None and self._faults and kwargs.get("timeout") is not None:
-            # A subscriber's read with no command before it: an outage drops it too.
+            # A subscriber's read with no command before it: an outage drops it too, and a
+            # silent link brings nothing (the subscription's health check must notice).
             if self._active("reset_peer") or self._active("refused") \
                     or self._active("closed_transport"):
                 raise await self._lost(redis_errors.ConnectionError(
                     "Connection closed by server."))
+            if self._active("blackhole"):
+                loop = asyncio.get_running_loop()
+                if self._silent_since is None:
+                    self._silent_since = loop.time()
+                bound = redis_wiring.PUBSUB_HEALTH_CHECK_S + redis_wiring.PUBSUB_REPLY_TIMEOUT_S
+                if loop.time() - self._silent_since >= bound:
+                    self._silent_since = None
+                    raise await self._lost(redis_errors.TimeoutError(
+                        "no reply to a pub/sub health check: the link is silent"))
+                await asyncio.sleep(min(kwargs["timeout"] or 0.0,
+                                        bound - (loop.time() - self._silent_since)))
+                return None
+            self._silent_since = None
         if after == "latency":
             await asyncio.sleep(self._delay("latency"))
         reply = await super().read_response(*args, **kwargs)
@@ -132,6 +148,9 @@ def fake_redis_client(server: fakeredis.FakeServer, *faults: StoreFaults,
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,
     )
+    # redis.asyncio's own client, not the adapter's WatchedRedis: its pub/sub health check
+    # spins under a virtual clock. A silent subscription is noticed by the connection below,
+    # within the same bound.
     return Redis(connection_pool=pool)
 
 
