@@ -1,153 +1,189 @@
 """Differential test: random broker operations on the in-memory broker and on RabbitMQ,
-with every observable outcome compared (in the style of fakeredis' hypothesis tests)."""
+with every observable outcome compared (in the style of fakeredis' hypothesis tests).
+
+Each example draws a queue (classic, or quorum with `x-delivery-limit` k) and a sequence of
+operations: publish, basic.get, ack or reject (requeue or not) of any delivery still held,
+message_count, a consumer with prefetch N (and its cancel), closing the client and opening
+another, a lost connection (the client reconnects by itself), and an outage window (the broker
+unreachable until the next `outage`). After each operation the trace holds its outcome (a
+value, or the name of the exception raised: BrokerUnavailable for a publish during an outage
+or a settle on a lost connection) and what the consumer received since (body, redelivered,
+delivery_count, message_id, in order); the consumer never holds more unsettled deliveries than
+its prefetch. At the end: the deliveries still due, the ready count, and the dead-letter queue
+(body, message_id, x-death reason). The RabbitMQ side runs through a TcpProxy, so that a lost
+connection is a real cut. See differential_model.py for how eventual consistency is waited for.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import uuid
+from collections.abc import Iterator
 from typing import Any
 
-import aiormq
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, reject, settings
 from hypothesis import strategies as st
 
-from adapters.rabbitmq import RabbitMQBroker
-from fakes.memory_broker import InMemoryBroker
-from reference.ports import Delivery, MessageBroker
 from tests.conftest import AMQP_URL, require_server
+from tests.contract.differential_model import run_fake, run_ops
+from tests.faults import TcpProxy
 
 pytestmark = pytest.mark.real
 
-OPS = st.lists(
-    st.one_of(
-        st.tuples(st.just("publish"), st.integers(1, 3)),
-        st.tuples(st.just("get")),
-        st.tuples(st.just("ack"), st.integers(0, 7)),
-        st.tuples(st.just("reject"), st.integers(0, 7), st.booleans()),
-        st.tuples(st.just("count")),
-        st.tuples(st.just("reconnect")),
-    ),
-    min_size=1,
-    max_size=24,
-)
+# How often each operation is drawn (the ones that cut connections cost a reconnect).
+_KINDS = (["publish"] * 4 + ["get"] * 3 + ["ack"] * 3 + ["reject"] * 3 + ["count"]
+          + ["consume"] * 3 + ["cancel", "reconnect"] + ["drop"] * 2 + ["outage"] * 2)
 
 
-async def run_ops(ops: list[tuple[Any, ...]], connect: Any, settle: float) -> list[Any]:
-    """Apply `ops` and return what an observer sees after each one."""
-    broker: MessageBroker = await connect()
-    queue = "diff"
-    await broker.declare_queue(queue)
-    held: list[Delivery] = []
-    trace: list[Any] = []
-    published = 0
-    settled = False  # RabbitMQ's message_count shows a requeue a moment after the reject
-    for op in ops:
-        kind = op[0]
-        if kind == "publish":
-            for _ in range(op[1]):
-                published += 1
-                await broker.publish(queue, f"m{published}".encode(), message_id=str(published))
-            trace.append(("published", published))
-        elif kind == "get":
-            d = await broker.get(queue)
-            if d is not None:
-                held.append(d)
-            trace.append(("got", None if d is None else (d.body, d.redelivered)))
-        elif kind in {"ack", "reject"} and held:
-            d = held.pop(op[1] % len(held))
-            if kind == "ack":
-                await d.ack()
-            else:
-                await d.reject(requeue=op[2])
-            settled = True
-            trace.append((kind, d.body))
-        elif kind == "count":
-            if settled:
-                await asyncio.sleep(settle)
-                settled = False
-            trace.append(("count", await broker.message_count(queue)))
-        elif kind == "reconnect":
-            await broker.close()
-            await asyncio.sleep(settle)
-            held = []
-            broker = await connect()
-            trace.append(("reconnected",))
-    await asyncio.sleep(settle)
-    trace.append(("final", await broker.message_count(queue),
-                  await broker.message_count(queue + ".dlq")))
-    await broker.close()
-    return trace
+def _op(kind: str) -> st.SearchStrategy[tuple[Any, ...]]:
+    if kind == "publish":
+        return st.tuples(st.just(kind), st.integers(1, 3))
+    if kind == "ack":
+        return st.tuples(st.just(kind), st.integers(0, 7))
+    if kind == "reject":
+        return st.tuples(st.just(kind), st.integers(0, 7), st.booleans())
+    if kind == "consume":
+        return st.tuples(st.just(kind), st.integers(1, 3))
+    return st.tuples(st.just(kind))
 
 
-async def both(ops: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any]]:
-    server = InMemoryBroker()
+OPS = st.lists(st.sampled_from(_KINDS).flatmap(_op), min_size=2, max_size=32)
+# None: a classic queue; k: a quorum queue with x-delivery-limit k.
+LIMITS = st.sampled_from([None, None, 0, 1, 2])
 
-    async def memory() -> MessageBroker:
-        client = server.client()
-        await client.connect()
-        return client
-
-    vhost_queue = f"diff-{uuid.uuid4().hex[:10]}"
-
-    async def rabbit() -> MessageBroker:
-        client = RabbitMQBroker(AMQP_URL)
-        await client.connect()
-        return _Renamed(client, vhost_queue)
-
-    try:
-        return await run_ops(ops, memory, 0.0), await run_ops(ops, rabbit, 0.15)
-    finally:
-        conn = await aiormq.connect(AMQP_URL)
-        channel = await conn.channel()
-        await channel.queue_delete(vhost_queue)
-        await channel.queue_delete(vhost_queue + ".dlq")
-        await conn.close()
+EXAMPLES = int(os.environ.get("REFERENCE_DIFF_EXAMPLES", "300"))
 
 
-class _Renamed:
-    """Maps the trace's queue name `diff` onto a unique real queue."""
-
-    def __init__(self, inner: RabbitMQBroker, name: str) -> None:
-        self.inner, self.name = inner, name
-
-    def _q(self, queue: str) -> str:
-        return queue.replace("diff", self.name, 1)
-
-    async def connect(self) -> None:
-        await self.inner.connect()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def declare_queue(self, queue: str) -> None:
-        await self.inner.declare_queue(self._q(queue))
-
-    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
-        await self.inner.publish(self._q(queue), body, message_id=message_id)
-
-    async def get(self, queue: str) -> Any:
-        return await self.inner.get(self._q(queue))
-
-    async def message_count(self, queue: str) -> int:
-        return await self.inner.message_count(self._q(queue))
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[TcpProxy]:
+    require_server(AMQP_URL, 5672)
+    p = TcpProxy.for_url(AMQP_URL, 5672).start()
+    yield p
+    p.stop()
 
 
-EXAMPLES = int(os.environ.get("REFERENCE_DIFF_EXAMPLES", "40"))
+def on_rabbitmq(ops: list[tuple[Any, ...]], limit: int | None, proxy: TcpProxy,
+                hints: list[Any]) -> list[Any]:
+    from tests.contract.rabbit_harness import RabbitSide
+
+    return asyncio.run(run_ops(ops, RabbitSide(AMQP_URL, proxy, limit), hints=hints))
+
+
+def both(ops: list[tuple[Any, ...]], limit: int | None,
+         proxy: TcpProxy) -> tuple[list[Any], list[Any]]:
+    """The fake's trace (on virtual time), then RabbitMQ's, with the fake's as hints.
+    A sequence where RabbitMQ has more than one faithful outcome, or where a known
+    disagreement (see KNOWN) would show, is not run on RabbitMQ."""
+    fake, unpredictable = run_fake(ops, limit)
+    for why in dict.fromkeys(unpredictable):
+        event(f"rejected: {why}")
+    if unpredictable:
+        reject()
+    event("classic queue" if limit is None else "quorum queue")
+    for what in covered(fake):
+        event(what)
+    return fake, on_rabbitmq(ops, limit, proxy, fake)
+
+
+def covered(trace: list[Any]) -> set[str]:
+    """What a trace exercised, for --hypothesis-show-statistics."""
+    seen = set()
+    for result, delivered, *_ in trace:
+        if delivered:
+            seen.add("consumer deliveries")
+        if any(d[1][1] for d in delivered):
+            seen.add("redelivered to a consumer")
+        if not isinstance(result, tuple):
+            continue
+        if result[0] in {"ack", "reject"} and result[2] != "ok":
+            seen.add(f"{result[0]} raised {result[2][1]}")
+        if result[0] == "publish" and any(o != "ok" for o in result[1]):
+            seen.add("publish raised")
+        if result[0] == "get" and result[1][0] == "ok" and result[1][1] and result[1][1][1]:
+            seen.add("redelivered to a get")
+        if result[0] in {"drop", "outage", "reconnect"}:
+            seen.add(result[0])
+    final = trace[-1]
+    for reason in {d[2] for d in final[3]}:
+        seen.add(f"dead-lettered: {reason}")
+    return seen
 
 
 # The case that found the fake's requeue order (it put returns at the head, in return order).
 @example(ops=[("publish", 3), ("get",), ("get",), ("get",), ("reject", 1, True),
-              ("reject", 0, True), ("reject", 0, True), ("get",), ("get",), ("get",)])
-@example(ops=[("publish", 2), ("get",), ("reconnect",), ("get",), ("get",), ("count",)])
-@example(ops=[("publish", 2), ("get",), ("reject", 0, False), ("get",), ("ack", 0)])
+              ("reject", 0, True), ("reject", 0, True), ("get",), ("get",), ("get",)],
+         limit=None)
+@example(ops=[("publish", 2), ("get",), ("reconnect",), ("get",), ("get",), ("count",)],
+         limit=None)
+@example(ops=[("publish", 2), ("get",), ("reject", 0, False), ("get",), ("ack", 0)], limit=None)
 # Found flaky in CI: a count right after a requeue (RabbitMQ shows it a moment later).
-@example(ops=[("publish", 3), ("get",), ("reject", 0, True), ("count",)])
+@example(ops=[("publish", 3), ("get",), ("reject", 0, True), ("count",)], limit=None)
+# Prefetch: two of three come, an ack lets the third come.
+@example(ops=[("publish", 3), ("consume", 2), ("ack", 0), ("ack", 0), ("ack", 0)], limit=None)
+# A quorum queue's delivery limit: the third return dead-letters (delivery_limit).
+@example(ops=[("publish", 1), ("consume", 1), ("reject", 0, True), ("reject", 0, True),
+              ("reject", 0, True)], limit=2)
+# Settling after the connection was lost or closed; a publish during an outage; redelivery.
+@example(ops=[("publish", 1), ("get",), ("drop",), ("ack", 0), ("get",)], limit=None)
+@example(ops=[("publish", 1), ("consume", 1), ("reconnect",), ("ack", 0), ("consume", 1)],
+         limit=1)
+@example(ops=[("publish", 1), ("consume", 1), ("outage",), ("publish", 1), ("ack", 0),
+              ("outage",)], limit=None)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(ops=OPS)
-def test_memory_broker_matches_rabbitmq(ops: list[tuple[Any, ...]]) -> None:
+@given(ops=OPS, limit=LIMITS)
+def test_memory_broker_matches_rabbitmq(ops: list[tuple[Any, ...]], limit: int | None,
+                                        proxy: TcpProxy) -> None:
     """The same operations give the same observations on the fake and on RabbitMQ."""
-    require_server(AMQP_URL, 5672)
-    fake, real = asyncio.run(both(ops))
+    fake, real = both(ops, limit, proxy)
     assert fake == real
+
+
+
+# The disagreements found between the fake and RabbitMQ 3.10.8, each as its shortest sequence
+# and what each side did at the step where they part. The random test steers clear of them
+# (Runner.after_step, MemorySide.cut). These pins pass while the disagreement is there and fail
+# once it is gone (a strict xfail by hand: conftest turns xfail, a kind of skip, into a failure
+# for real tests under CI=true); then remove the pin and the steering.
+KNOWN = [
+    pytest.param(
+        [("publish", 2), ("get",), ("get",), ("reject", 1, True), ("reject", 0, True), ("get",)],
+        2, False, 5,
+        ("get", ("ok", (b"m1", True, 2, "1"))), ("get", ("ok", (b"m2", True, 2, "2"))),
+        id="fake:quorum-requeue-order"),  # RabbitMQ serves returns in the order they came back
+    pytest.param(
+        [("publish", 1), ("get",), ("outage",), ("outage",), ("ack", 0)],
+        None, True, 4,
+        ("ack", b"m1", "ok"), ("ack", b"m1", ("error", "BrokerUnavailable")),
+        id="fake:outage-drops-lazily"),  # connection_loss.on() alone drops nothing until a call
+    pytest.param(
+        [("publish", 3), ("consume", 1), ("reject", 0, True)],
+        0, False, 2,
+        (("reject", b"m1", "ok"), [(1, (b"m2", False, 1, "2"))]),
+        "AssertionError: rabbitmq: 2 unsettled deliveries, prefetch 1",
+        id="rabbitmq-3.10:quorum-credit-leak"),  # m2 and m3 come, with prefetch 1
+    pytest.param(
+        [("outage",), ("reconnect",), ("outage",), ("publish", 1), ("consume", 1), ("drop",)],
+        None, False, 5, ("drop", 1, True), ("drop", 1, False),
+        id="adapter:no-supervisor-after-failed-connect"),  # its consumer waits for a call
+]
+
+
+@pytest.mark.parametrize(("ops", "limit", "lazy_outage", "step", "fake_did", "real_did"), KNOWN)
+def test_known_disagreement(ops: list[tuple[Any, ...]], limit: int | None, lazy_outage: bool,
+                            step: int, fake_did: Any, real_did: Any, proxy: TcpProxy) -> None:
+    fake, _ = run_fake(ops, limit, lazy_outage=lazy_outage)
+    try:
+        real: Any = on_rabbitmq(ops, limit, proxy, fake)
+    except AssertionError as exc:
+        real = f"AssertionError: {exc}"
+    if fake == real:
+        pytest.fail("the fake and RabbitMQ agree now: remove this pin from KNOWN, and the "
+                    "steering around it from the random test")
+
+    def did(trace: Any) -> Any:
+        if isinstance(trace, str):
+            return trace
+        return trace[step] if isinstance(fake_did[0], tuple) else trace[step][0]
+
+    assert (did(fake), did(real)) == (fake_did, real_did)
