@@ -218,7 +218,7 @@ class MemoryDelivery:
             self._client._close_channel(self._consumer)
             raise BrokerUnavailable("channel closed by the broker during a settle")
         self._done = True
-        self._client._unsettled.discard(self)
+        self._client._unsettled.pop(self, None)
         if self._consumer is not None:
             self._consumer.unsettled -= 1
 
@@ -239,7 +239,7 @@ class MemoryDelivery:
         if self._done:
             return
         self._done = True
-        self._client._unsettled.discard(self)
+        self._client._unsettled.pop(self, None)
         self._client.server._return(self._queue, self._message)
 
 
@@ -256,6 +256,10 @@ class _Consumer:
         self.attached = True
         self.task: asyncio.Task[None] | None = None
 
+    def _wake(self) -> bool:
+        """Something to do: a delivery to make, or a lost channel to attach again."""
+        return self._can_deliver() or not self.attached or not self.client.is_open
+
     def _can_deliver(self) -> bool:
         return (bool(self.queue.ready) and self.unsettled < self.prefetch
                 and self.attached and self.client.is_open)
@@ -263,7 +267,7 @@ class _Consumer:
     async def run(self) -> None:
         queue = self.queue
         faults = self.client.server.faults
-        while True:
+        while not self.client._closed:
             if not self.client.is_open or not self.attached:
                 await asyncio.sleep(RECONNECT_PAUSE_S)
                 self.client._try_reopen()
@@ -281,14 +285,14 @@ class _Consumer:
                 # on Python 3.11 it can swallow a cancellation that races the predicate.)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
-                        await queue.changed.wait_for(self._can_deliver)
+                        await queue.changed.wait_for(self._wake)
                 if not self._can_deliver() or faults.connection_loss.active \
                         or faults.blackhole.active:
                     continue
                 message = queue.ready.popleft()
                 self.unsettled += 1
             delivery = MemoryDelivery(self.client, queue, message, self)
-            self.client._unsettled.add(delivery)
+            self.client._unsettled[delivery] = None
             try:
                 await self.handler(delivery)
             except Exception:
@@ -323,7 +327,9 @@ class MemoryBrokerClient:
         self.reconnects = 0
         self._closed = False  # closed by its owner: no reconnecting
         self._consumers: list[_Consumer] = []
-        self._unsettled: set[MemoryDelivery] = set()
+        # In delivery order (a dict): a lost connection hands them back in that order, as
+        # RabbitMQ does (found by the differential test).
+        self._unsettled: dict[MemoryDelivery, None] = {}
         self._blackhole: asyncio.Task[None] | None = None
 
     # --- connection life ----------------------------------------------------------------
@@ -461,7 +467,7 @@ class MemoryBrokerClient:
         if not target.ready:
             return None
         delivery = MemoryDelivery(self, target, target.ready.popleft(), None)
-        self._unsettled.add(delivery)
+        self._unsettled[delivery] = None
         return delivery
 
     async def message_count(self, queue: str) -> int:

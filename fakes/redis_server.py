@@ -126,7 +126,12 @@ class FaultyFakeConnection(FakeAsyncRedisConnection):
             self._silent_since = None
         if after == "latency":
             await asyncio.sleep(self._delay("latency"))
-        reply = await super().read_response(*args, **kwargs)
+        try:
+            reply = await super().read_response(*args, **kwargs)
+        except redis_errors.ResponseError:
+            # An error reply (NOSCRIPT, say) is lost with the transport like any other reply.
+            if after not in ("closed_transport", "timeout"):
+                raise
         if after == "closed_transport":
             raise await self._lost(RuntimeError(CLOSED_TRANSPORT))
         if after == "timeout":

@@ -121,9 +121,9 @@ class CoreWorker:
             )
             if pending:
                 log.warning("handing back %d requests still running at shutdown", len(pending))
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending, timeout=self._config.shutdown_timeout_s)
+                # stop_task cancels again if a driver swallowed the first cancellation.
+                await asyncio.gather(*(stop_task(t, timeout_s=self._config.shutdown_timeout_s)
+                                       for t in pending))
         await stop_task(self._renewer)
         self._renewer = None
 
