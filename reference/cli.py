@@ -230,12 +230,17 @@ def simulate(args: argparse.Namespace) -> int:
     violations = 0
     for seed in seeds:
         result = sim.run_seed(seed, verbose=args.verbose)
-        violations += len(result.violations)
-        for violation in result.violations:
-            print(f"seed {seed}: {violation}  (replay: {sim.replay_command(seed)})", flush=True)
-        if args.seed is not None:
+        found = result.violations
+        violations += len(found)
+        if args.seed is not None:  # a replay: everything it found, and what it did
+            for violation in found:
+                print(f"seed {seed}: {violation}", flush=True)
             for name, count in sorted(result.stats.items()):
                 print(f"  {name}: {count}")
+        elif found:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            print(f"seed {seed}: {found[0]}{more}; replay: {sim.replay_command(seed)}",
+                  flush=True)
     print(f"{len(seeds)} seeds, {violations} violations "
           f"({time.monotonic() - started:.1f} s)", flush=True)
     return 1 if violations else 0

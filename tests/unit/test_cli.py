@@ -110,3 +110,32 @@ def test_serve_on_memory_answers_the_printed_curl() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def test_simulate_reports_its_seeds_and_exits_zero_when_clean() -> None:
+    """`reference simulate --seeds 2` runs two seeds and ends with the summary line."""
+    done = run_cli("simulate", "--seeds", "2", "--start", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^2 seeds, 0 violations", done.stdout, re.M), done.stdout
+
+
+def test_simulate_prints_one_line_per_failing_seed_with_its_replay(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A seed with violations gets one line with its replay command, and the exit code is 1."""
+    from fakes import simulation
+    from reference import cli
+
+    def fake_run(seed: int, **_: object) -> simulation.SeedResult:
+        result = simulation.SeedResult(seed)
+        if seed == 4:
+            result.violate("settled", "1 deliveries left unsettled")
+            result.violate("in flight", "worker w still has 1 in flight")
+        return result
+
+    monkeypatch.setattr(simulation, "run_seed", fake_run)
+    monkeypatch.setattr(cli, "_configure_logging", lambda: None)  # keep pytest's log capture
+    assert cli.main(["simulate", "--seeds", "3", "--start", "3"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("seed 4: settled: 1 deliveries left unsettled (and 1 more); "
+                        "replay: PYTHONHASHSEED=0 reference simulate --seed 4")
+    assert lines[-1].startswith("3 seeds, 2 violations")
