@@ -245,10 +245,11 @@ class RabbitMQBroker:
         consumers come back without a request."""
         conn = self._conn
         if conn is not None and not conn.is_closed:
-            # Wait for the connection to end; its reason (an exception) is not ours to raise.
-            # Cancellation must pass, or nothing could stop this task.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(conn.closing)
+            # Wait for the connection to end without taking on its reason: aiormq closes a
+            # connection whose heartbeat stopped with a CancelledError *instance*, which
+            # would end this task if it were raised here (found in review). asyncio.wait
+            # never raises the future's exception, and a real cancellation still passes.
+            await asyncio.wait({conn.closing})
             if self._closed:
                 await asyncio.Event().wait()  # closing: stay here until cancelled
             log.warning("rabbitmq connection lost; reconnecting")

@@ -58,9 +58,14 @@ end
 return 0
 """
 
+# A released claim is a hand-back (shutdown, outage), not a death: the start it counted is
+# taken back, so that only claims that ended without a release spend the delivery bound.
+# KEYS: claim, starts   ARGV: holder
 _RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DECR', KEYS[2]) end
+return 1
 """
 
 SUBSCRIBE_TIMEOUT_S = 5.0
@@ -162,8 +167,8 @@ class RedisResultStore:
                                      self._renew(keys=[key], args=[holder, _ms(ttl_s)])))
 
     async def release_claim(self, request_id: str, holder: str) -> None:
-        await redis_call("release script",
-                         self._release(keys=[self._claim_key(request_id)], args=[holder]))
+        keys = [self._claim_key(request_id), self._starts_key(request_id)]
+        await redis_call("release script", self._release(keys=keys, args=[holder]))
 
     async def subscribe_finals(self) -> RedisFinalsSubscription:
         pubsub = self._redis.pubsub()

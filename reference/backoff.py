@@ -52,21 +52,31 @@ async def keep_running(step: Callable[[], Awaitable[object]], *, name: str,
     while True:
         try:
             await step()
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this loop is being stopped
+            # A library raised a CancelledError of its own (aiormq closes a connection with
+            # one): an error like any other, not a request to stop.
+            await _pause_after(name, exc, backoff, on_error)
         except Exception as exc:
-            log.warning("%s: %s: %s; going on after %.2f s", name, type(exc).__name__, exc,
-                        backoff.peek(), exc_info=log.isEnabledFor(logging.DEBUG))
-            if on_error is not None:
-                try:
-                    await on_error(exc)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("%s: error while recovering", name)
-            await asyncio.sleep(backoff.next())
+            await _pause_after(name, exc, backoff, on_error)
         else:
             backoff.reset()
+
+
+async def _pause_after(name: str, exc: BaseException, backoff: Backoff,
+                       on_error: Callable[[BaseException], Awaitable[None]] | None) -> None:
+    log.warning("%s: %s: %s; going on after %.2f s", name, type(exc).__name__, exc,
+                backoff.peek(), exc_info=log.isEnabledFor(logging.DEBUG))
+    if on_error is not None:
+        try:
+            await on_error(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: error while recovering", name)
+    await asyncio.sleep(backoff.next())
 
 
 async def retry_until(op: Callable[[], Awaitable[T]], *, deadline_s: float,

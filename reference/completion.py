@@ -123,7 +123,8 @@ class _FutureWatch:
 
     async def result(self, timeout_s: float) -> ResultRecord | None:
         try:
-            return await asyncio.wait_for(asyncio.shield(self._future), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: see reference.backoff
+                return await asyncio.shield(self._future)
         except TimeoutError:
             return self._waiters.last.get(self._rid)
         finally:

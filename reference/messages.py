@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from reference.errors import PoisonMessage
+
+# A request id is a store key: no ':' (the separator of the other key families: final:,
+# claim:, starts:, reference:users:) and nothing that is not plain ASCII. The API issues UUIDs.
+REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +64,13 @@ def decode(body: bytes) -> RequestMessage:
     if not isinstance(data, dict):
         raise PoisonMessage("body is not a JSON object")
     raw_id = data.get("request_id")
-    request_id = raw_id if isinstance(raw_id, str) and raw_id else None
+    request_id = raw_id if isinstance(raw_id, str) and REQUEST_ID.fullmatch(raw_id) else None
 
     def poison(reason: str) -> PoisonMessage:
         return PoisonMessage(reason, request_id=request_id)
 
     if request_id is None:
-        raise poison("request_id must be a non-empty string")
+        raise poison("request_id must be 1 to 128 letters, digits, '-', '_' or '.'")
     action = data.get("action")
     if not isinstance(action, str) or not action:
         raise poison("action must be a non-empty string")

@@ -93,14 +93,14 @@ class CoreWorker:
 
     async def start(self) -> None:
         await self._broker.declare_queue(self._config.queue)
-        loop = asyncio.get_running_loop()
-        self._renewer = loop.create_task(
-            keep_running(self._renew_claims, name=f"claim renewer {self.worker_id}",
-                         backoff=Backoff(0.1, self._config.claim_ttl_s / 3)),
-            name="claim-renewer")
         self._subscription = await self._broker.consume(
             self._config.queue, self._on_delivery, prefetch=self._config.concurrency
         )
+        # Only once consuming: a start that fails leaves no task behind.
+        self._renewer = asyncio.get_running_loop().create_task(
+            keep_running(self._renew_claims, name=f"claim renewer {self.worker_id}",
+                         backoff=Backoff(0.1, self._config.claim_ttl_s / 3)),
+            name="claim-renewer")
         log.info("worker %s consuming %s", self.worker_id, self._config.queue)
 
     async def _on_delivery(self, delivery: Delivery) -> None:

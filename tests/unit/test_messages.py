@@ -59,3 +59,14 @@ def test_malformed_records_are_refused(raw: bytes) -> None:
     """Bytes that are not a record with a known status raise MalformedRecord."""
     with pytest.raises(MalformedRecord):
         ResultRecord.from_json(raw)
+
+
+@pytest.mark.parametrize("rid", ["final:job-2", "starts:x", "reference:users:next_id", "a b",
+                                 "é", "x" * 129, ""])
+def test_a_request_id_that_could_name_another_key_is_poison(rid: str) -> None:
+    """A request id is a store key: ':' (the key families' separator), spaces, non-ASCII and
+    over 128 characters are refused, so no message can overwrite another request's keys."""
+    body = orjson.dumps({"action": "getUser", "params": {"id": 1}, "request_id": rid})
+    with pytest.raises(PoisonMessage) as refused:
+        decode(body)
+    assert refused.value.request_id is None  # not even a Fail record is written under it

@@ -261,3 +261,24 @@ async def test_claim_is_renewed_while_a_long_action_runs() -> None:
         for r in (first, second):
             await r.worker.stop()
             await r.services.close()
+
+
+async def test_hand_backs_do_not_spend_the_delivery_limit() -> None:
+    """A request handed back by three clean stops (each releases its claim) is not given up
+    at a delivery limit of 2: only claims that end without a release count as deaths."""
+    memory = MemoryBackends()
+    first = await make_rig(memory=memory, shutdown_timeout_s=0.1, delivery_limit=2)
+    await first.publish("runJob", {"duration_ms": 3000, "steps": 30}, "long")
+    current = first
+    for _ in range(3):
+        await eventually(lambda c=current: _status_is(c, "long", RUNNING))
+        await current.worker.stop()
+        await current.services.close()
+        current = await make_rig(memory=memory, shutdown_timeout_s=0.1, delivery_limit=2)
+    try:
+        record = await final_record(current.services.results, "long", timeout=15)
+        assert record.status == SUCCESS, record
+        assert memory.broker.dead_letters(current.settings.queue) == []
+    finally:
+        await current.worker.stop()
+        await current.services.close()
