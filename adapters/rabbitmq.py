@@ -209,6 +209,10 @@ class RabbitMQBroker:
             return self._conn
         if self._closed:
             raise BrokerUnavailable("broker client is closed")
+        if not force and self._lock.locked():
+            # A reconnect is under way (the supervisor's, say): fail at once, as SPEC §4 asks
+            # of a publish while the broker is away, rather than queue behind its timeout.
+            raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
         async with self._lock:
             if self._is_open():
                 assert self._conn is not None
