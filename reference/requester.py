@@ -14,8 +14,6 @@ from reference.messages import Principal, RequestMessage, encode
 from reference.ports import Completion, MessageBroker, ResultStore, Watch
 from reference.records import FAIL, QUEUED, ResultRecord
 
-NOT_QUEUED_TTL_S = 300.0
-
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
@@ -84,9 +82,11 @@ class Requester:
                 raise
             failed = queued.evolve(status=FAIL, detail="not queued: the broker was unavailable",
                                    error={"code": "unavailable", "message": "broker unavailable"})
-            # Best effort: the client gets a 503 either way.
+            # Best effort: the client gets a 503 either way. A lost confirm may still have
+            # queued the message: this final record (and its marker, kept as long as any
+            # other) makes the worker acknowledge it without running it.
             with contextlib.suppress(StoreUnavailable):
-                await self._results.put(request_id, failed, ttl_s=NOT_QUEUED_TTL_S)
+                await self._results.put(request_id, failed, ttl_s=self._result_ttl_s)
             raise
         return Submitted(request_id, watch)
 
