@@ -391,6 +391,10 @@ class MemoryBrokerClient:
         if faults.blackhole.fires():
             if self.is_open:
                 await asyncio.shield(self._start_blackhole())
+                # This call waited out the heartbeat bound: whatever else, the connection is
+                # dead now, and its unsettled deliveries go back (found by the simulation:
+                # an ack that failed this way left its delivery unsettled for ever).
+                self._drop("no heartbeat from the broker")
             raise BrokerUnavailable("rabbitmq unavailable: no heartbeat (silent link)")
         if not self.is_open:
             self._try_reopen()
