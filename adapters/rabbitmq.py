@@ -48,6 +48,7 @@ OPERATION_TIMEOUT_S = 5.0  # also the publisher-confirm timeout
 HEARTBEAT_S = 5
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
+RECONNECT_WAIT_S = 1.0  # how long a call waits for a reconnect that is under way
 
 
 def _unavailable(exc: BaseException) -> BrokerUnavailable:
@@ -210,9 +211,16 @@ class RabbitMQBroker:
         if self._closed:
             raise BrokerUnavailable("broker client is closed")
         if not force and self._lock.locked():
-            # A reconnect is under way (the supervisor's, say): fail at once, as SPEC §4 asks
-            # of a publish while the broker is away, rather than queue behind its timeout.
-            raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
+            # A reconnect is under way (the supervisor's, say). To a broker that answers it
+            # takes milliseconds: wait for it. To one that does not, it takes its connect
+            # timeout: fail soon, as SPEC §4 asks of a publish while the broker is away,
+            # rather than queue behind it.
+            try:
+                async with asyncio.timeout(RECONNECT_WAIT_S):
+                    async with self._lock:
+                        pass
+            except TimeoutError:
+                raise BrokerUnavailable("rabbitmq unavailable: reconnecting") from None
         async with self._lock:
             if self._is_open():
                 assert self._conn is not None
