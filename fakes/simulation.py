@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from scenarios.steps import Call, Context, Reply, ScenarioFailure, run_async
 log = logging.getLogger(__name__)
 
 SIM_EPOCH_S = 1_800_000_000.0  # the wall clock at virtual time 0
+REAL_TIME_LIMIT_S = 120.0  # a seed takes 0.3 to 1.5 s; one that takes this long spins
 SECRET = "simulation-secret-of-at-least-32-bytes!"
 ACTION_ROUTES = {("POST", "/users"), ("GET", "/users"), ("GET", "/users/{id}"),
                  ("PUT", "/users/{id}"), ("DELETE", "/users/{id}"), ("POST", "/jobs")}
@@ -750,14 +752,40 @@ def run_plan(plan: Plan, *, verbose: bool = False) -> SeedResult:
     loop = looptime.new_event_loop(start=0.0, noop_cycles=2)
     random.seed(seed)  # the journeys draw from the module's generator
     sim = Simulation(plan)
+    main = loop.create_task(_bounded(sim))
+    # Virtual time only moves when the loop is idle: a task that spins would hold a seed for
+    # ever. A watchdog on real time ends such a seed as a violation.
+    stop_watching = threading.Event()
+    fired: list[bool] = []
+
+    def watch() -> None:
+        if stop_watching.wait(REAL_TIME_LIMIT_S):
+            return
+        fired.append(True)
+        while not main.done() and not stop_watching.is_set():
+            # Again and again: a library may swallow one cancellation.
+            loop.call_soon_threadsafe(main.cancel)
+            stop_watching.wait(0.2)
+
+    watchdog = threading.Thread(target=watch, daemon=True)
+    watchdog.start()
     try:
         with _quiet(verbose), _virtual_time(loop, sim.faults):
-            return loop.run_until_complete(_bounded(sim))
+            result = loop.run_until_complete(main)
+        if fired:
+            raise asyncio.CancelledError
+        return result
+    except asyncio.CancelledError:
+        result = SeedResult(seed)
+        result.violate("bounded", f"the seed did not end within {REAL_TIME_LIMIT_S:g} s of "
+                       f"real time: a task spins without letting virtual time pass")
+        return result
     except Exception as exc:
         result = SeedResult(seed)
         result.violate("crash", f"the simulation itself failed: {type(exc).__name__}: {exc}")
         return result
     finally:
+        stop_watching.set()
         with contextlib.suppress(Exception):
             _cancel_all(loop)
         loop.close()

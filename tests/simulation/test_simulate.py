@@ -134,3 +134,15 @@ def test_the_fixes_pass_the_same_plans() -> None:
     for plan in (_closed_transport_plan(11, "poll"), _closed_transport_plan(12, "batch"),
                  _quiet_plan(3, foreign=((1.0, "unicode_cursor"), (2.0, "unicode_cursor")))):
         assert run_plan(plan).violations == []
+
+
+def test_a_seed_that_outlasts_its_real_time_limit_is_a_violation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Virtual time stands still while a task spins; the real-time watchdog ends such a seed
+    with a violation instead of hanging the run (here a limit far below any seed's length)."""
+    import fakes.simulation
+
+    monkeypatch.setattr(fakes.simulation, "REAL_TIME_LIMIT_S", 0.05)
+    result = run_seed(0)
+    assert any(v.startswith("bounded: the seed did not end within 0.05 s") for v in
+               result.violations), result.violations
