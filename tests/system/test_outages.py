@@ -60,6 +60,14 @@ async def test_worker_losing_the_broker_mid_work_finishes_it_once(real: RealBrok
             call = asyncio.ensure_future(http.post(
                 "/jobs", json={"duration_ms": 1200, "steps": 6}, headers=p.auth()))
             await eventually(lambda: _true(worker.runs_started == 1))
+
+            async def api_waits() -> bool:
+                # The worker can start before the API has read its publisher confirm (a race
+                # seen under load): cut only once the API waits, i.e. has its confirm.
+                metrics = (await http.get("/metrics")).text
+                return "reference_inflight_waits 1.0" in metrics
+
+            await eventually(api_waits)
             real.amqp_proxy.cut()
             await asyncio.sleep(0.5)
             real.amqp_proxy.restore()
