@@ -88,7 +88,7 @@ class RabbitDelivery:
         self.message_id: str | None = props.message_id
         # Quorum queues count returns in x-delivery-count; classic queues only flag redelivery.
         count = (props.headers or {}).get("x-delivery-count")
-        self.delivery_count = int(count) + 1 if count is not None else 1 + self.redelivered
+        self.delivery_count = int(str(count)) + 1 if count is not None else 1 + self.redelivered
 
     def _take(self) -> tuple[AbstractChannel, int]:
         if self._settled:

@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from adapters.redis_errors import redis_call, unavailable
+from reference.adapters.redis_errors import redis_call, unavailable
 from reference.records import MalformedRecord, ResultRecord
 
 # A final record is never overwritten. Finality is kept in a marker key beside the record
@@ -133,8 +133,9 @@ class RedisResultStore:
                     starts_ttl_s: float = 3600.0) -> str:
         keys = [self._key(request_id), self._marker_key(request_id),
                 self._claim_key(request_id), self._starts_key(request_id)]
-        args = [holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s), start_limit,
-                _ms(starts_ttl_s)]
+        args: list[str | bytes | int] = [
+            holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s), start_limit,
+            _ms(starts_ttl_s)]
         state = await redis_call("begin script", self._begin(keys=keys, args=args))
         return state.decode() if isinstance(state, bytes) else str(state)
 
@@ -148,8 +149,9 @@ class RedisResultStore:
             raise ValueError(f"not a final record: {final.status}")
         keys = [self._key(request_id), self._marker_key(request_id),
                 self._claim_key(request_id)]
-        args = [final.to_json(), _ms(ttl_s), self.finals_channel, request_id,
-                "1" if holder is not None else ""]
+        args: list[str | bytes | int] = [
+            final.to_json(), _ms(ttl_s), self.finals_channel, request_id,
+            "1" if holder is not None else ""]
         return bool(await redis_call("finish script", self._finish(keys=keys, args=args)))
 
     async def get(self, request_id: str) -> ResultRecord | None:
@@ -182,11 +184,11 @@ class RedisResultStore:
                         break
         except Exception as exc:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise unavailable("SUBSCRIBE", exc) from exc
         except BaseException:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
         return RedisFinalsSubscription(pubsub)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from adapters.redis_errors import redis_call
+from reference.adapters.redis_errors import redis_call
 from reference.domain import User
 from reference.errors import Conflict, NotFound
 
@@ -99,7 +99,7 @@ class RedisUserRepository:
         low = "-inf" if after is None else f"({after}"
         ids = await redis_call("ZRANGEBYSCORE", self._redis.zrangebyscore(
             self._ids, low, "+inf", start=0, num=limit + 1))
-        page = [int(i) for i in ids[:limit]]
+        page = [int(i) for i in ids[:limit]]  # type: ignore[arg-type]  # member ids are digits
         pipe = self._redis.pipeline(transaction=False)
         for user_id in page:
             pipe.hmget(self._user_prefix + str(user_id), "name", "email")

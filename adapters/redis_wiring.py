@@ -22,8 +22,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from adapters.redis_results import RedisResultStore
-from adapters.redis_users import RedisUserRepository
+from reference.adapters.redis_results import RedisResultStore
+from reference.adapters.redis_users import RedisUserRepository
 from reference.settings import Settings
 
 POOL_TIMEOUT_S = 5.0

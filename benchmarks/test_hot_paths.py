@@ -13,7 +13,7 @@ import fakeredis
 import jwt
 import pytest
 
-from adapters.redis_results import RedisResultStore
+from reference.adapters.redis_results import RedisResultStore
 from reference.auth import JwtKeys, JwtVerifier
 from reference.messages import Principal, RequestMessage, decode, encode
 from reference.records import RUNNING, SUCCESS, ResultRecord

@@ -35,7 +35,6 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 
-from fakes.faults import BrokerFaults
 from reference.backoff import stop_task
 from reference.errors import (
     BrokerUnavailable,
@@ -43,6 +42,7 @@ from reference.errors import (
     QueueMismatch,
     Unroutable,
 )
+from reference.fakes.faults import BrokerFaults
 from reference.ports import DeliveryHandler
 
 log = logging.getLogger(__name__)

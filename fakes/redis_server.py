@@ -19,8 +19,8 @@ from fakeredis.aioredis import FakeAsyncRedisConnection
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from adapters import redis_wiring
-from fakes.faults import StoreFaults
+from reference.adapters import redis_wiring
+from reference.fakes.faults import StoreFaults
 
 # Commands that only read: OOM and a read-only replica do not refuse them.
 _READS = frozenset({b"GET", b"MGET", b"PING", b"EXISTS", b"HMGET", b"HGET", b"HGETALL",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -33,19 +34,19 @@ from typing import Any
 import fakeredis
 import httpx
 
-from fakes.faults import Faults
-from fakes.memory_broker import InMemoryBroker, MemoryBrokerClient
-from fakes.redis_server import client_faults, fake_redis_client
 from reference.auth import sign_token
 from reference.bootstrap import MemoryBackends, Services, build
 from reference.clock import use_clock
 from reference.errors import PoisonMessage
+from reference.fakes.faults import Faults
+from reference.fakes.memory_broker import InMemoryBroker, MemoryBrokerClient
+from reference.fakes.redis_server import client_faults, fake_redis_client
 from reference.messages import decode
 from reference.records import ResultRecord
+from reference.scenarios.journeys import SCENARIOS
+from reference.scenarios.steps import Call, Context, Reply, ScenarioFailure, run_async
 from reference.settings import Settings
 from reference.worker import CoreWorker
-from scenarios.journeys import SCENARIOS
-from scenarios.steps import Call, Context, Reply, ScenarioFailure, run_async
 
 log = logging.getLogger(__name__)
 
@@ -660,7 +661,7 @@ class Simulation:
         for api in self.apis:
             try:
                 await run_async(SCENARIOS["lifecycle"](self._context()),
-                                lambda call, api=api: self._send(api, call))
+                                functools.partial(self._send, api))
             except (ScenarioFailure, TimeoutError) as exc:
                 r.violate("recovery", f"API {api.index} after the faults: {exc}"[:300])
 
@@ -717,13 +718,13 @@ class _VirtualTime:
 def _virtual_time(loop: asyncio.AbstractEventLoop, faults: Faults) -> Iterator[None]:
     from fakeredis._socket import _base as fakeredis_socket
 
-    original = fakeredis_socket.time
-    fakeredis_socket.time = _VirtualTime(loop)  # type: ignore[assignment]
+    original = fakeredis_socket.time  # type: ignore[attr-defined]
+    fakeredis_socket.time = _VirtualTime(loop)  # type: ignore[attr-defined,assignment]
     try:
         with use_clock(lambda: SIM_EPOCH_S + loop.time() + faults.clock.offset_s):
             yield
     finally:
-        fakeredis_socket.time = original
+        fakeredis_socket.time = original  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

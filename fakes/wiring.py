@@ -11,12 +11,12 @@ from typing import Any
 
 import fakeredis
 
-from adapters import redis_wiring
-from adapters.redis_results import RedisResultStore
-from adapters.redis_users import RedisUserRepository
-from fakes.faults import Faults, StoreFaults
-from fakes.memory_broker import InMemoryBroker, MemoryBrokerClient
-from fakes.redis_server import fake_redis_client
+from reference.adapters import redis_wiring
+from reference.adapters.redis_results import RedisResultStore
+from reference.adapters.redis_users import RedisUserRepository
+from reference.fakes.faults import Faults, StoreFaults
+from reference.fakes.memory_broker import InMemoryBroker, MemoryBrokerClient
+from reference.fakes.redis_server import fake_redis_client
 from reference.settings import Settings
 
 

@@ -5,8 +5,8 @@ with aiormq (publisher confirms, persistent) and polls Redis every 5 ms; a consu
 the users CRUD on Redis and writes the final record. No ports, no validation, no claims, no
 Running/progress records, no dead-lettering.
 
-    python -m loadtests.baseline api --port 8000 [--workers N]
-    python -m loadtests.baseline worker [--concurrency N]
+    python -m reference.loadtests.baseline api --port 8000 [--workers N]
+    python -m reference.loadtests.baseline worker [--concurrency N]
 
 Configuration from the same REFERENCE_* variables as the product.
 """
@@ -167,7 +167,7 @@ async def worker(concurrency: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.baseline")
+    parser = argparse.ArgumentParser(prog="python -m reference.loadtests.baseline")
     parser.add_argument("role", choices=["api", "worker"])
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--workers", type=int, default=1)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from loadtests import run
+from reference.loadtests import run
 
 MODES = ("poll", "batch", "push", "baseline")
 

@@ -24,7 +24,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.stats import StatsEntry
 
-from scenarios import SCENARIOS, Call, Context, Reply, ScenarioFailure, run_sync
+from reference.scenarios import SCENARIOS, Call, Context, Reply, ScenarioFailure, run_sync
 
 SCENARIO = os.environ.get("LOADTEST_SCENARIO", "lifecycle")
 SECRET = os.environ.get("LOADTEST_JWT_SECRET", "")

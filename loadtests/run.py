@@ -1,4 +1,4 @@
-"""`python -m loadtests.run`: start a stack, run locust headless, report (SPEC §6).
+"""`python -m reference.loadtests.run`: start a stack, run locust headless, report (SPEC §6).
 
 Starts `reference serve --workers N` and M `reference worker` processes (or the hand-written
 baseline with --baseline) on real RabbitMQ and Redis, with a queue and key prefix of its own,
@@ -33,7 +33,7 @@ READ_COMMANDS = ("get", "mget")
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m loadtests.run", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m reference.loadtests.run", description=__doc__)
     p.add_argument("--users", type=int, default=64)
     p.add_argument("--spawn-rate", type=float, default=64)
     p.add_argument("--duration", type=float, default=20, help="seconds of load")
@@ -202,10 +202,10 @@ class Stack:
     def start(self) -> subprocess.Popen[bytes]:
         a = self.args
         if a.baseline:
-            api = self._spawn("api", ["-m", "loadtests.baseline", "api", "--port",
+            api = self._spawn("api", ["-m", "reference.loadtests.baseline", "api", "--port",
                                       str(self.port), "--workers", str(a.api_workers)])
             for i in range(a.core_workers):
-                self._spawn(f"worker{i}", ["-m", "loadtests.baseline", "worker",
+                self._spawn(f"worker{i}", ["-m", "reference.loadtests.baseline", "worker",
                                            "--concurrency", str(a.concurrency)])
         else:
             api = self._spawn("api", ["-m", "reference", "serve", "--port", str(self.port),

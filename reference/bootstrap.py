@@ -24,15 +24,15 @@ from reference.worker import CoreWorker, WorkerConfig
 log = logging.getLogger(__name__)
 
 BROKER_SCHEMES: dict[str, str] = {
-    "memory": "fakes.wiring:memory_broker",
-    "amqp": "adapters.rabbitmq:rabbitmq_broker",
-    "amqps": "adapters.rabbitmq:rabbitmq_broker",
+    "memory": "reference.fakes.wiring:memory_broker",
+    "amqp": "reference.adapters.rabbitmq:rabbitmq_broker",
+    "amqps": "reference.adapters.rabbitmq:rabbitmq_broker",
 }
 STORE_SCHEMES: dict[str, str] = {
-    "memory": "fakes.wiring:memory_stores",
-    "redis": "adapters.redis_wiring:redis_stores",
-    "rediss": "adapters.redis_wiring:redis_stores",
-    "unix": "adapters.redis_wiring:redis_stores",
+    "memory": "reference.fakes.wiring:memory_stores",
+    "redis": "reference.adapters.redis_wiring:redis_stores",
+    "rediss": "reference.adapters.redis_wiring:redis_stores",
+    "unix": "reference.adapters.redis_wiring:redis_stores",
 }
 
 

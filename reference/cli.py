@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from reference import __version__
 from reference.auth import JwtKeys, sign_token
 from reference.bootstrap import build, check_urls
 from reference.errors import ConfigError, ReferenceServiceError, StartupError
@@ -39,6 +40,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reference", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"reference {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP API (with memory:// also a worker)")
@@ -221,7 +223,7 @@ async def _worker_main(settings: Settings) -> None:
 
 def simulate(args: argparse.Namespace) -> int:
     # The simulation lives with the fakes; imported by path, so that the core imports no fake.
-    sim = importlib.import_module("fakes.simulation")
+    sim = importlib.import_module("reference.fakes.simulation")
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     if args.seed is None and args.seeds < 1:
         print("reference: error: --seeds must be at least 1", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from scenarios.steps import Call, Context, Journey, Reply, ScenarioFailure
+from reference.scenarios.steps import Call, Context, Journey, Reply, ScenarioFailure
 
 OK = frozenset({200})
 

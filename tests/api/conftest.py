@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest_asyncio
 
-from fakes.pipeline import Pipeline, running_pipeline
+from reference.fakes.pipeline import Pipeline, running_pipeline
 from reference.settings import Settings
 
 SECRET = "test-secret-" + "x" * 24

@@ -8,7 +8,7 @@ import httpx
 import jwt
 import pytest
 
-from fakes.pipeline import Pipeline
+from reference.fakes.pipeline import Pipeline
 from tests.api.conftest import SECRET
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from fakes.pipeline import Pipeline, running_pipeline
+from reference.fakes.pipeline import Pipeline, running_pipeline
 from tests.api.conftest import api_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

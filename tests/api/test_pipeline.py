@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fakes.pipeline import Pipeline, running_pipeline
 from reference.clock import now_ms
 from reference.domain import User
+from reference.fakes.pipeline import Pipeline, running_pipeline
 from reference.messages import Principal, RequestMessage, encode
 from reference.worker import CoreWorker, WorkerConfig
 from tests.api.conftest import api_settings

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fakes.memory_broker import RECONNECT_PAUSE_S, InMemoryBroker
+from reference.fakes.memory_broker import RECONNECT_PAUSE_S, InMemoryBroker
 from reference.ports import Delivery, MessageBroker
 
 QUEUE = "diff"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fakes.memory_broker import InMemoryBroker
+from reference.fakes.memory_broker import InMemoryBroker
 from reference.ports import Delivery, MessageBroker
 
 WAIT_S = 5.0

@@ -10,7 +10,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp import commands as spec
 
-from adapters.rabbitmq import RabbitMQBroker
+from reference.adapters.rabbitmq import RabbitMQBroker
 from reference.ports import Delivery, DeliveryHandler, MessageBroker
 from tests.contract.differential_model import DLQ, QUEUE, Side, attempt, eventually
 from tests.contract.harness import BrokerHarness

@@ -21,11 +21,11 @@ import fakeredis
 import pytest
 from redis import exceptions as redis_errors
 
-from adapters.redis_results import RedisResultStore
-from fakes.faults import StoreFaults
-from fakes.memory_broker import InMemoryBroker
-from fakes.redis_server import fake_redis_client
+from reference.adapters.redis_results import RedisResultStore
 from reference.errors import BrokerUnavailable, StoreUnavailable
+from reference.fakes.faults import StoreFaults
+from reference.fakes.memory_broker import InMemoryBroker
+from reference.fakes.redis_server import fake_redis_client
 from reference.ports import Delivery, MessageBroker
 from reference.records import QUEUED, ResultRecord
 from tests.conftest import delete_queue_and_keys
@@ -82,7 +82,7 @@ class RabbitBrokerSide:
         self.clients: list[Any] = []
 
     async def client(self) -> MessageBroker:
-        from adapters.rabbitmq import RabbitMQBroker
+        from reference.adapters.rabbitmq import RabbitMQBroker
 
         client = RabbitMQBroker(self.proxy.url_through(self.url))
         await client.connect()
@@ -203,7 +203,7 @@ class RealRedisSide:
     name = "redis"
 
     def __init__(self, url: str, unique: str) -> None:
-        from adapters.redis_wiring import redis_client
+        from reference.adapters.redis_wiring import redis_client
 
         self.prefix = f"t{unique}:"
         self.proxy = TcpProxy.for_url(url, 6379).start()
@@ -311,7 +311,7 @@ async def replica(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[
         yield request.param, RedisResultStore(client, key_prefix=f"t{unique}:")
         await client.aclose()
         return
-    from adapters.redis_wiring import redis_client
+    from reference.adapters.redis_wiring import redis_client
 
     with redis_replica(request.getfixturevalue("redis_url")) as url:
         client = redis_client(url, max_connections=2)

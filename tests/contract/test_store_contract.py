@@ -9,9 +9,9 @@ from typing import Any
 import fakeredis
 import pytest
 
-from adapters.redis_results import RedisResultStore
-from adapters.redis_users import RedisUserRepository
-from adapters.redis_wiring import redis_client
+from reference.adapters.redis_results import RedisResultStore
+from reference.adapters.redis_users import RedisUserRepository
+from reference.adapters.redis_wiring import redis_client
 from reference.errors import Conflict, NotFound
 from reference.records import FAIL, QUEUED, RUNNING, SUCCESS, ResultRecord
 

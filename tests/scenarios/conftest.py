@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from fakes.pipeline import Pipeline
-from scenarios import Call, Context, Reply
+from reference.fakes.pipeline import Pipeline
+from reference.scenarios import Call, Context, Reply
 
 _counter = itertools.count()
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from fakes.pipeline import running_pipeline
+from reference.fakes.pipeline import running_pipeline
+from reference.scenarios import SCENARIOS, Call, Context, Reply, ScenarioFailure, run_async
 from reference.settings import Settings
-from scenarios import SCENARIOS, Call, Context, Reply, ScenarioFailure, run_async
 from tests.conftest import AMQP_URL, REDIS_URL, delete_queue_and_keys, require_server
 from tests.scenarios.conftest import context_for, httpx_sender
 

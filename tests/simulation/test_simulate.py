@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from adapters import redis_errors
-from fakes.simulation import FaultEvent, Plan, draw_plan, run_plan, run_seed
 from reference import actions, completion
+from reference.adapters import redis_errors
 from reference.errors import BrokerUnavailable, StoreUnavailable, ValidationFailed
+from reference.fakes.simulation import FaultEvent, Plan, draw_plan, run_plan, run_seed
 from reference.messages import decode
 from reference.worker import CoreWorker
 
@@ -99,10 +99,10 @@ def _closed_transport_plan(seed: int, completion_mode: str) -> Plan:
 
 
 def _patch_every_redis_call(monkeypatch: pytest.MonkeyPatch, replacement: Any) -> None:
-    import adapters.redis_results
-    import adapters.redis_users
+    import reference.adapters.redis_results
+    import reference.adapters.redis_users
 
-    for module in (redis_errors, adapters.redis_results, adapters.redis_users):
+    for module in (redis_errors, reference.adapters.redis_results, reference.adapters.redis_users):
         monkeypatch.setattr(module, "redis_call", replacement)
 
 
@@ -140,9 +140,9 @@ def test_a_seed_that_outlasts_its_real_time_limit_is_a_violation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Virtual time stands still while a task spins; the real-time watchdog ends such a seed
     with a violation instead of hanging the run (here a limit far below any seed's length)."""
-    import fakes.simulation
+    import reference.fakes.simulation
 
-    monkeypatch.setattr(fakes.simulation, "REAL_TIME_LIMIT_S", 0.05)
+    monkeypatch.setattr(reference.fakes.simulation, "REAL_TIME_LIMIT_S", 0.05)
     result = run_seed(0)
     assert any(v.startswith("bounded: the seed did not end within 0.05 s") for v in
                result.violations), result.violations

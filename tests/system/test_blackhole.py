@@ -20,10 +20,10 @@ import aiormq
 import pytest
 import pytest_asyncio
 
-from adapters import rabbitmq, redis_wiring
-from adapters.rabbitmq import RabbitMQBroker
-from adapters.redis_results import RedisResultStore
-from adapters.redis_wiring import redis_client
+from reference.adapters import rabbitmq, redis_wiring
+from reference.adapters.rabbitmq import RabbitMQBroker
+from reference.adapters.redis_results import RedisResultStore
+from reference.adapters.redis_wiring import redis_client
 from reference.errors import BrokerUnavailable, StoreUnavailable
 from reference.ports import Delivery
 from reference.records import SUCCESS, ResultRecord

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from adapters.rabbitmq import RabbitMQBroker
+from reference.adapters.rabbitmq import RabbitMQBroker
 from tests.conftest import AMQP_URL, REDIS_URL, delete_queue_and_keys, require_server
 
 pytestmark = pytest.mark.real

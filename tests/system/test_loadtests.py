@@ -25,7 +25,7 @@ def test_one_command_gives_the_report(tmp_path: Path, mode: list[str]) -> None:
     require_server(REDIS_URL, 6379)
     out = tmp_path / "out"
     done = subprocess.run(
-        [sys.executable, "-m", "loadtests.run", "--users", "4", "--spawn-rate", "4",
+        [sys.executable, "-m", "reference.loadtests.run", "--users", "4", "--spawn-rate", "4",
          "--duration", "4", "--out", str(out), *mode],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]

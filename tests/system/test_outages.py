@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from fakes.pipeline import running_pipeline
+from reference.fakes.pipeline import running_pipeline
 from reference.settings import Settings
 from tests.helpers import eventually
 from tests.system.conftest import RealBrokers
@@ -100,7 +100,7 @@ async def test_redis_outage_503_for_new_requests_waiting_ones_finish(real: RealB
 
 
 async def _queue_empty(p: object) -> bool:
-    from fakes.pipeline import Pipeline
+    from reference.fakes.pipeline import Pipeline
 
     assert isinstance(p, Pipeline)
     return await p.services.broker.message_count(p.settings.queue) == 0

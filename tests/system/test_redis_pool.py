@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from adapters.redis_wiring import redis_client
+from reference.adapters.redis_wiring import redis_client
 from tests.conftest import REDIS_URL, require_server
 
 pytestmark = pytest.mark.real

@@ -122,8 +122,8 @@ def test_simulate_reports_its_seeds_and_exits_zero_when_clean() -> None:
 def test_simulate_prints_one_line_per_failing_seed_with_its_replay(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """A seed with violations gets one line with its replay command, and the exit code is 1."""
-    from fakes import simulation
     from reference import cli
+    from reference.fakes import simulation
 
     def fake_run(seed: int, **_: object) -> simulation.SeedResult:
         result = simulation.SeedResult(seed)

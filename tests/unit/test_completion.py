@@ -10,7 +10,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from adapters.redis_results import RedisResultStore
+from reference.adapters.redis_results import RedisResultStore
 from reference.completion import BatchCompletion, PollingCompletion, PushCompletion
 from reference.ports import Completion
 from reference.records import RUNNING, SUCCESS, ResultRecord

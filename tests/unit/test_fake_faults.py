@@ -15,11 +15,11 @@ import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from adapters.redis_results import RedisResultStore
-from fakes.faults import Fault, Faults, StoreFaults
-from fakes.memory_broker import InMemoryBroker, MemoryBrokerClient
-from fakes.redis_server import fake_redis_client
+from reference.adapters.redis_results import RedisResultStore
 from reference.errors import BrokerUnavailable, StoreUnavailable
+from reference.fakes.faults import Fault, Faults, StoreFaults
+from reference.fakes.memory_broker import InMemoryBroker, MemoryBrokerClient
+from reference.fakes.redis_server import fake_redis_client
 from reference.records import QUEUED, ResultRecord
 from tests.contract.harness import Inbox
 

@@ -20,12 +20,12 @@ import httpx
 import orjson
 import pytest
 
-from adapters.redis_results import RedisResultStore
-from fakes.pipeline import Pipeline, running_pipeline
 from reference import actions
+from reference.adapters.redis_results import RedisResultStore
 from reference.bootstrap import MemoryBackends, Services, build
 from reference.completion import BatchCompletion, PushCompletion
 from reference.errors import BrokerUnavailable
+from reference.fakes.pipeline import Pipeline, running_pipeline
 from reference.messages import Principal, RequestMessage, decode, encode
 from reference.ports import Delivery
 from reference.records import FAIL, SUCCESS, ResultRecord
@@ -269,7 +269,7 @@ async def test_bug4_a_closed_transport_never_turns_a_waiting_request_into_a_500(
     # Fault objects are new; checked by reverting adapters.redis_errors.redis_call to its old
     # list of mapped exception types in a copy of HEAD: the worker then writes Fail `internal`
     # and the client gets 500.
-    from fakes.redis_server import client_faults
+    from reference.fakes.redis_server import client_faults
 
     settings = settings_for(f"regress-transport-{mode}", completion=mode, request_timeout_s=3.0,
                             safety_poll_ms=100.0)
@@ -369,7 +369,7 @@ async def test_bug6_a_request_that_kills_its_workers_is_given_up_after_the_limit
     # `sever` and per-client store faults are new; checked by taking the start limit out of
     # the begin script (adapters/redis_results.py) in a copy of HEAD: the request is then run
     # by every new worker and never given up.
-    from fakes.redis_server import client_faults
+    from reference.fakes.redis_server import client_faults
 
     settings = settings_for("regress-limit", delivery_limit=2, claim_ttl_s=0.2,
                             shutdown_timeout_s=0.05)
@@ -428,7 +428,7 @@ async def _started_or_final(worker: CoreWorker, publisher: Services) -> str | No
 async def test_bug7_a_fake_ack_after_the_connection_closed_is_broker_unavailable() -> None:
     """On the in-memory broker, settling a delivery after its connection closed raises
     BrokerUnavailable (as RabbitMQ does), not DeliveryAlreadySettled."""
-    from fakes.memory_broker import InMemoryBroker
+    from reference.fakes.memory_broker import InMemoryBroker
 
     server = InMemoryBroker()
     client = server.client()
@@ -447,7 +447,7 @@ async def test_bug7_a_fake_broker_in_an_outage_delivers_nothing_and_refuses_acks
     BrokerUnavailable; once it is off, the unsettled message comes back redelivered."""
     # The fault API is new; on the old code the same outage (`available = False`) kept
     # delivering and let the ack through (checked in a copy of the old code).
-    from fakes.memory_broker import InMemoryBroker
+    from reference.fakes.memory_broker import InMemoryBroker
     from tests.contract.harness import Inbox
 
     server = InMemoryBroker()
