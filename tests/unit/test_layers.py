@@ -12,7 +12,7 @@ DRIVERS = {"aiormq", "pamqp", "redis", "fakeredis", "locust", "gevent",
            "reference.adapters", "reference.fakes", "reference.loadtests"}
 # The folders of the layout that install as subpackages of `reference` (reference/<name> is a
 # symlink to ../<name> in the source tree): they are not the core.
-OUTER = ("adapters", "fakes", "scenarios", "loadtests")
+OUTER = ("adapters", "fakes", "scenarios", "loadtests", "conformance")
 WEB = {"sanic", "sanic_ext", "sanic_routing"}
 
 

@@ -1,0 +1,1 @@
+"""The conformance kit: checks a core or an API, in any language, against the contract."""
