@@ -1,7 +1,9 @@
 """The whole pipeline in one event loop: API server, core worker(s) and in-memory brokers.
 
 For tests and for trying the service from Python: the API is served by a real Sanic server on
-a free loopback port, started once, so that multi-request journeys hit one running app.
+a free loopback port, started once, so that multi-request journeys hit one running app. The
+pytest plugin (`reference.fakes.plugin`) hands it out as the `reference_pipeline` fixture; with
+real broker URLs in the settings the same code runs on RabbitMQ and Redis.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
+from reference.actions import Action, ActionRegistry, load_actions
 from reference.api import create_app
 from reference.auth import sign_token
 from reference.bootstrap import MemoryBackends, Services, build
@@ -27,19 +32,50 @@ class Pipeline:
     workers: list[CoreWorker] = field(default_factory=list)
     memory: MemoryBackends = field(default_factory=MemoryBackends)
     worker_services: list[Services] = field(default_factory=list)
+    _client: httpx.AsyncClient | None = None
 
     def token(self, sub: str = "alice", **kwargs: Any) -> str:
+        """A signed JWT for `sub` (keyword arguments: roles, ttl_s)."""
         assert self.services.keys is not None
         return sign_token(self.services.keys, sub=sub, audience=self.settings.jwt_audience,
                           issuer=self.settings.jwt_issuer, **kwargs)
 
-    def auth(self, sub: str = "alice") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(sub)}"}
+    def auth(self, sub: str = "alice", roles: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
+        """Headers that authenticate as `sub` with `roles`."""
+        return {"Authorization": f"Bearer {self.token(sub, roles=tuple(roles))}"}
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """An httpx client on `base_url`, closed with the pipeline."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url,
+                                             timeout=self.settings.request_timeout_s + 5)
+        return self._client
+
+    @property
+    def broker(self) -> Any:
+        """The API's MessageBroker (reference.ports)."""
+        return self.services.broker
+
+    @property
+    def store(self) -> Any:
+        """The ResultStore (reference.ports): `await store.get(request_id)` reads a record."""
+        return self.services.results
+
+    @property
+    def actions(self) -> ActionRegistry:
+        return self.services.actions
+
+    @property
+    def faults(self) -> Any:
+        """The fault switches of the in-memory broker and store (`reference.fakes.faults`);
+        None on real brokers."""
+        return self.memory.faults
 
     async def add_worker(self, **settings_changes: Any) -> tuple[CoreWorker, Services]:
         """Start another worker with its own broker connection and store client."""
         svc = build(self.settings.replace(**settings_changes), memory=self.memory,
-                    require_key=False)
+                    require_key=False, actions=self.services.actions)
         await svc.start()
         self.worker_services.append(svc)
         worker = svc.worker()
@@ -50,11 +86,19 @@ class Pipeline:
 
 @contextlib.asynccontextmanager
 async def running_pipeline(
-    settings: Settings, *, workers: int = 1, memory: MemoryBackends | None = None
+    settings: Settings,
+    *,
+    workers: int = 1,
+    memory: MemoryBackends | None = None,
+    actions: list[Action] | tuple[Action, ...] | ActionRegistry = (),
 ) -> AsyncIterator[Pipeline]:
-    """Start services, `workers` core workers and the API server; stop all of them after."""
+    """Start services, `workers` core workers and the API server; stop all of them after.
+    `actions` are registered besides the built-in ones and those the settings name."""
     memory = memory or MemoryBackends()
-    services = build(settings, memory=memory)
+    registry = load_actions(settings.actions)
+    for action in actions:
+        registry.register(action)
+    services = build(settings, memory=memory, actions=registry)
     await services.start()
     app = create_app(settings, services=services)
     app.config.MOTD = False
@@ -74,6 +118,8 @@ async def running_pipeline(
             await pipeline.add_worker()
         yield pipeline
     finally:
+        if pipeline._client is not None:
+            await pipeline._client.aclose()
         for worker in pipeline.workers:
             await worker.stop()
         await server.before_stop()

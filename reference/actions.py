@@ -1,221 +1,258 @@
-"""The actions a core worker runs: their parameter checks and their work.
+"""Actions: what a core worker can run, and how a package adds its own.
 
-`validate` is shared by the API (to answer 422 before publishing) and the worker (which checks
-again, since anyone who can reach the queue can publish).
+An action has a name, a params model, an optional result model, a handler and an optional
+HTTP route. The built-in users CRUD and `runJob` (`reference.builtin_actions`) are ordinary
+actions; a package adds its own without editing this one:
+
+    class Greet(Params):
+        name: str
+
+    async def greet(ctx: ActionContext, p: Greet) -> Outcome:
+        return Outcome(f"hello {p.name}", {"greeting": f"hello {p.name}"})
+
+    GREET = Action("greet", Greet, greet, route=Route("POST", "/greetings"))
+
+and declares it through the entry point group `reference.actions` (`greet = "mypkg:GREET"`) or
+`REFERENCE_ACTIONS=mypkg:GREET` (comma-separated; an attribute may be an Action, a list of
+them, or a function returning either). `serve` and `worker` load them at start: the API and the
+worker must load the same set.
+
+The params model validates on both sides: the API answers 422 before it publishes, and the
+worker checks again, since anyone who can reach the queue can publish.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import importlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import MappingProxyType
 from typing import Any
 
-from reference.errors import JobFailed, UnknownAction, ValidationFailed
+from pydantic import BaseModel
+
+from reference.errors import ConfigError, UnknownAction
 from reference.messages import Principal
 from reference.ports import UserRepository
 from reference.records import MalformedRecord
-from reference.validation import check_known, read_bool, read_email, read_int, read_str
+from reference.schemas import Params, dump, parse
 
-MAX_USER_ID = 2**53 - 1  # ids stay exact in every JSON client
-MAX_PAGE = 100
-DEFAULT_PAGE = 20
+ENTRY_POINT_GROUP = "reference.actions"
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 
 ProgressReporter = Callable[[int, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class ActionContext:
+    """What a handler gets besides its params."""
+
     request_id: str
     users: UserRepository
-    report_progress: ProgressReporter
-    principal: Principal | None = None
+    report_progress: ProgressReporter  # (percent 0..100, detail) -> a Running record update
+    principal: Principal | None = None  # who asked (None: a trusted producer)
+    deadline: int | None = None  # epoch ms the request had to start by, if it had one
+    resources: Mapping[str, Any] = field(default_factory=dict)  # ActionRegistry.provide(...)
+    log: logging.LoggerAdapter[logging.Logger] | None = None  # tagged with the request id
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """A handler's success: the record's `detail` and its `result` (a model or JSON data)."""
+
     detail: str
     result: Any = None
 
 
-Validator = Callable[[dict[str, Any]], dict[str, Any]]
-Handler = Callable[[ActionContext, dict[str, Any]], Awaitable[Outcome]]
-ResultCheck = Callable[[Any], None]
+class NoResult:
+    """Result model of an action that returns nothing: a Success record without `result`."""
 
 
-def _any_result(result: Any) -> None:
-    return None
+Handler = Callable[[ActionContext, Any], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How HTTP reaches an action. `path` is Sanic's syntax (`/users/<id>`); path parameters
+    and the JSON body (POST, PUT, PATCH) or the query string (GET, DELETE) together make the
+    params. `location` builds a Location header from the result (for 201)."""
+
+    method: str
+    path: str
+    status: int = 200
+    location: Callable[[Any], str] | None = None
+
+    @property
+    def takes_body(self) -> bool:
+        return self.method in {"POST", "PUT", "PATCH"}
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
     name: str
-    validate: Validator
-    run: Handler
-    check_result: ResultCheck = _any_result  # raises MalformedRecord for a result it can't be
+    params: type[BaseModel]
+    handler: Handler
+    result: type[BaseModel] | type[NoResult] | None = None  # None: any JSON result
+    route: Route | None = None
+    summary: str = ""
+
+    def parse_params(self, params: Any) -> BaseModel:
+        """Params as this action's model (raises ValidationFailed)."""
+        return parse(self.params, params)
+
+    def validate(self, params: Any) -> dict[str, Any]:
+        """Check and normalise params (raises ValidationFailed): the dict that is published."""
+        normal: dict[str, Any] = dump(self.parse_params(params))
+        return normal
+
+    def check_result(self, result: Any) -> None:
+        """Raise MalformedRecord for a Success result this action cannot have given."""
+        if self.result is None:
+            return
+        if self.result is NoResult:
+            if result is not None:
+                raise MalformedRecord("result must be absent")
+            return
+        try:
+            parse(self.result, result)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise MalformedRecord(f"result: {exc}") from None
+
+    async def run(self, ctx: ActionContext, params: BaseModel) -> Outcome:
+        """Run the handler on checked params (from `parse_params`)."""
+        outcome = await self.handler(ctx, params)
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"action {self.name} returned {type(outcome).__name__}, "
+                            "not an Outcome")
+        return Outcome(outcome.detail, dump(outcome.result))
 
 
-# --- results: records are input, a core in another language may write them ------------------
+class ActionRegistry:
+    """The actions a service knows, by name, with the shared resources handlers may use."""
+
+    def __init__(self, actions: Iterable[Action] = ()) -> None:
+        self._by_name: dict[str, Action] = {}
+        self._resources: dict[str, Any] = {}
+        for action in actions:
+            self.register(action)
+
+    def register(self, action: Action) -> Action:
+        if not isinstance(action, Action):
+            raise ConfigError(f"not an Action: {action!r}")
+        if not (isinstance(action.params, type) and issubclass(action.params, BaseModel)):
+            raise ConfigError(f"action {action.name}: params must be a pydantic model class")
+        if action.name in self._by_name and self._by_name[action.name] != action:
+            raise ConfigError(f"action {action.name!r} is registered twice")
+        route = action.route
+        if route is not None:
+            if route.method not in HTTP_METHODS:
+                raise ConfigError(f"action {action.name}: unknown HTTP method {route.method}")
+            for other in self._by_name.values():
+                if (other.name != action.name and other.route is not None
+                        and (other.route.method, other.route.path) == (route.method, route.path)):
+                    raise ConfigError(f"actions {other.name} and {action.name} both route "
+                                      f"{route.method} {route.path}")
+        self._by_name[action.name] = action
+        return action
+
+    def provide(self, name: str, resource: Any) -> None:
+        """Offer a shared object to every handler as `ctx.resources[name]`."""
+        self._resources[name] = resource
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._resources)
+
+    def lookup(self, name: str) -> Action:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownAction(f"unknown action: {name}") from None
+
+    def validate(self, name: str, params: Any) -> dict[str, Any]:
+        """Check and normalise the params of an action; raises UnknownAction or
+        ValidationFailed."""
+        return self.lookup(name).validate(params)
+
+    def __iter__(self) -> Iterator[Action]:
+        return iter(self._by_name.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def copy(self) -> ActionRegistry:
+        other = ActionRegistry(self)
+        other._resources.update(self._resources)
+        return other
 
 
-def _check_user(result: Any, where: str = "result") -> None:
-    if not isinstance(result, dict):
-        raise MalformedRecord(f"{where} must be a user object")
-    if type(result.get("id")) is not int or not 1 <= result["id"] <= MAX_USER_ID:
-        raise MalformedRecord(f"{where}.id must be a positive integer")
-    for name in ("name", "email"):
-        if not isinstance(result.get(name), str):
-            raise MalformedRecord(f"{where}.{name} must be a string")
+def builtin() -> ActionRegistry:
+    """The users CRUD and runJob."""
+    from reference.builtin_actions import BUILTIN
+
+    return ActionRegistry(BUILTIN)
 
 
-def _check_no_result(result: Any) -> None:
-    if result is not None:
-        raise MalformedRecord("result must be absent")
-
-
-def _check_page(result: Any) -> None:
-    if not isinstance(result, dict) or not isinstance(result.get("items"), list):
-        raise MalformedRecord("result must be an object with an items list")
-    for i, item in enumerate(result["items"]):
-        _check_user(item, f"result.items[{i}]")
-    cursor = result.get("next_cursor")
-    if cursor is not None and not isinstance(cursor, str):
-        raise MalformedRecord("result.next_cursor must be a string or null")
-
-
-def _check_job(result: Any) -> None:
-    if not isinstance(result, dict) or any(
-            type(result.get(name)) is not int for name in ("duration_ms", "steps")):
-        raise MalformedRecord("result must be an object with integer duration_ms and steps")
-
-
-# --- createUser -----------------------------------------------------------------------------
-
-
-def _validate_create(params: dict[str, Any]) -> dict[str, Any]:
-    check_known(params, {"name", "email"})
-    return {
-        "name": read_str(params, "name", max_len=200),
-        "email": read_email(params, "email"),
-    }
-
-
-async def _create_user(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
-    user = await ctx.users.create(p["name"], p["email"], request_id=ctx.request_id)
-    return Outcome(f"user created (ID: {user.id})", user.to_dict())
-
-
-# --- getUser / deleteUser ---------------------------------------------------------------------
-
-
-def _validate_id_only(params: dict[str, Any]) -> dict[str, Any]:
-    check_known(params, {"id"})
-    return {"id": read_int(params, "id", low=1, high=MAX_USER_ID)}
-
-
-async def _get_user(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
-    user = await ctx.users.get(p["id"])
-    return Outcome(f"user found (ID: {user.id})", user.to_dict())
-
-
-async def _delete_user(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
-    await ctx.users.delete(p["id"])
-    return Outcome(f"user deleted (ID: {p['id']})", None)
-
-
-# --- listUsers --------------------------------------------------------------------------------
-
-
-def _validate_list(params: dict[str, Any]) -> dict[str, Any]:
-    check_known(params, {"limit", "cursor"})
-    limit = read_int(params, "limit", low=1, high=MAX_PAGE, default=DEFAULT_PAGE)
-    cursor = params.get("cursor")
-    after: int | None = None
-    if cursor is not None:
-        # isascii: "²".isdigit() is true, and int("²") raises.
-        if (not isinstance(cursor, str) or not cursor.isascii() or not cursor.isdigit()
-                or len(cursor) > 16):
-            raise ValidationFailed("cursor is not a cursor this service gave out", field="cursor")
-        after = int(cursor)
-    return {"limit": limit, "cursor": None if after is None else str(after)}
-
-
-async def _list_users(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
-    after = None if p["cursor"] is None else int(p["cursor"])
-    users, next_after = await ctx.users.list(limit=p["limit"], after=after)
-    result = {
-        "items": [u.to_dict() for u in users],
-        "next_cursor": None if next_after is None else str(next_after),
-    }
-    return Outcome(f"{len(users)} users", result)
-
-
-# --- updateUser -------------------------------------------------------------------------------
-
-
-def _validate_update(params: dict[str, Any]) -> dict[str, Any]:
-    check_known(params, {"id", "name", "email"})
-    out = {
-        "id": read_int(params, "id", low=1, high=MAX_USER_ID),
-        "name": read_str(params, "name", max_len=200, required=False),
-        "email": read_email(params, "email", required=False),
-    }
-    if out["name"] is None and out["email"] is None:
-        raise ValidationFailed("give name or email to change", field="name")
-    return out
-
-
-async def _update_user(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
-    user = await ctx.users.update(p["id"], name=p["name"], email=p["email"])
-    return Outcome(f"user updated (ID: {user.id})", user.to_dict())
-
-
-# --- runJob -----------------------------------------------------------------------------------
-
-
-def _validate_job(params: dict[str, Any]) -> dict[str, Any]:
-    check_known(params, {"duration_ms", "steps", "fail"})
-    return {
-        "duration_ms": read_int(params, "duration_ms", low=0, high=600_000),
-        "steps": read_int(params, "steps", low=1, high=1000, default=10),
-        "fail": read_bool(params, "fail", default=False),
-    }
-
-
-async def _run_job(ctx: ActionContext, p: dict[str, Any]) -> Outcome:
-    steps: int = p["steps"]
-    pause = p["duration_ms"] / 1000 / steps
-    for step in range(1, steps + 1):
-        if pause:
-            await asyncio.sleep(pause)
-        await ctx.report_progress(100 * step // steps, f"step {step} of {steps}")
-    if p["fail"]:
-        raise JobFailed(f"job failed after {steps} steps, as asked")
-    return Outcome(
-        f"job done in {steps} steps", {"duration_ms": p["duration_ms"], "steps": steps}
-    )
-
-
-ACTIONS: dict[str, Action] = {
-    a.name: a
-    for a in (
-        Action("createUser", _validate_create, _create_user, _check_user),
-        Action("getUser", _validate_id_only, _get_user, _check_user),
-        Action("listUsers", _validate_list, _list_users, _check_page),
-        Action("updateUser", _validate_update, _update_user, _check_user),
-        Action("deleteUser", _validate_id_only, _delete_user, _check_no_result),
-        Action("runJob", _validate_job, _run_job, _check_job),
-    )
-}
-
-
-def lookup(name: str) -> Action:
+def _import(spec: str, origin: str) -> Any:
+    module_name, _, attr = spec.strip().partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{origin}: {spec!r} is not module:attribute")
     try:
-        return ACTIONS[name]
-    except KeyError:
-        raise UnknownAction(f"unknown action: {name}") from None
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # one readable line, whatever the import raised
+        raise ConfigError(f"{origin}: cannot import {module_name!r}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"{origin}: {module_name!r} has no attribute {attr!r}") from None
+    return target
 
 
-def validate(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Check and normalise the params of an action; raises UnknownAction or ValidationFailed."""
-    return lookup(name).validate(params)
+def _actions_of(target: Any, origin: str) -> list[Action]:
+    if isinstance(target, Action):
+        return [target]
+    if callable(target) and not isinstance(target, type):
+        return _actions_of(target(), origin)
+    if isinstance(target, Iterable) and not isinstance(target, str | bytes):
+        found = list(target)
+        if all(isinstance(a, Action) for a in found):
+            return found
+    raise ConfigError(f"{origin}: expected an Action, a list of Actions, or a function "
+                      f"returning them; got {type(target).__name__}")
+
+
+def load_actions(spec: str = "", *, use_entry_points: bool = True) -> ActionRegistry:
+    """The built-in actions, then those of installed packages (entry point group
+    `reference.actions`), then those named in `spec` (REFERENCE_ACTIONS)."""
+    registry = builtin()
+    if use_entry_points:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            origin = f"entry point {ep.name} ({ep.value})"
+            for action in _actions_of(_import(ep.value, origin), origin):
+                registry.register(action)
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        origin = f"REFERENCE_ACTIONS {item}"
+        for action in _actions_of(_import(item, origin), origin):
+            registry.register(action)
+    return registry
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Action",
+    "ActionContext",
+    "ActionRegistry",
+    "NoResult",
+    "Outcome",
+    "Params",
+    "Route",
+    "builtin",
+    "load_actions",
+]

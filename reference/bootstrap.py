@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from reference.actions import ActionRegistry, builtin, load_actions
 from reference.auth import JwtKeys, JwtVerifier
 from reference.backoff import retry_until
 from reference.completion import BatchCompletion, PollingCompletion, PushCompletion
@@ -69,6 +70,7 @@ class Services:
     users: UserRepository
     keys: JwtKeys | None
     memory: MemoryBackends = field(default_factory=MemoryBackends)
+    actions: ActionRegistry = field(default_factory=builtin)
 
     def verifier(self) -> JwtVerifier:
         if self.keys is None:
@@ -88,7 +90,8 @@ class Services:
     def requester(self, completion: Completion) -> Requester:
         s = self.settings
         return Requester(self.broker, self.results, completion, queue=s.queue,
-                         result_ttl_s=s.result_ttl_s, request_timeout_s=s.request_timeout_s)
+                         result_ttl_s=s.result_ttl_s, request_timeout_s=s.request_timeout_s,
+                         actions=self.actions)
 
     def worker(self, *, concurrency: int | None = None, worker_id: str | None = None) -> CoreWorker:
         s = self.settings
@@ -97,7 +100,8 @@ class Services:
             running_ttl_s=s.running_ttl_s, claim_ttl_s=s.claim_ttl_s,
             shutdown_timeout_s=s.shutdown_timeout_s, delivery_limit=s.delivery_limit,
         )
-        return CoreWorker(self.broker, self.results, self.users, config, worker_id=worker_id)
+        return CoreWorker(self.broker, self.results, self.users, config, worker_id=worker_id,
+                          actions=self.actions)
 
     async def start(self) -> None:
         """Connect to broker and store (retrying up to connect_timeout), declare the queue."""
@@ -130,18 +134,24 @@ def build(
     *,
     memory: MemoryBackends | None = None,
     require_key: bool = True,
+    actions: ActionRegistry | None = None,
 ) -> Services:
-    """Turn settings into (unconnected) services. Does no I/O."""
+    """Turn settings into (unconnected) services. Does no I/O beyond importing the actions
+    (REFERENCE_ACTIONS and the `reference.actions` entry points) when none are given."""
     memory = memory or MemoryBackends()
+    if actions is None:
+        actions = load_actions(settings.actions)
     broker_factory = _factory(BROKER_SCHEMES, settings.broker_url, "broker")
     store_factory = _factory(STORE_SCHEMES, settings.store_url, "store")
     keys = JwtKeys.from_settings(settings) if require_key else None
     broker = broker_factory(settings, memory)
     results, users = store_factory(settings, memory)
-    return Services(settings, broker, results, users, keys, memory)
+    return Services(settings, broker, results, users, keys, memory, actions)
 
 
 def check_urls(settings: Settings) -> None:
-    """Fail early, in one line, on a URL that can never work."""
+    """Fail early, in one line, on a URL that can never work (and on actions that cannot
+    be loaded)."""
     _factory(BROKER_SCHEMES, settings.broker_url, "broker")
     _factory(STORE_SCHEMES, settings.store_url, "store")
+    load_actions(settings.actions)

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from reference import actions
+from reference.actions import ActionRegistry, builtin
 from reference.clock import now_ms
 from reference.errors import BrokerUnavailable, StoreUnavailable
 from reference.messages import Principal, RequestMessage, encode
@@ -38,7 +38,9 @@ class Requester:
         queue: str,
         result_ttl_s: float,
         request_timeout_s: float,
+        actions: ActionRegistry | None = None,
     ) -> None:
+        self.actions = actions if actions is not None else builtin()
         self._broker = broker
         self._results = results
         self._completion = completion
@@ -46,10 +48,9 @@ class Requester:
         self._result_ttl_s = result_ttl_s
         self.request_timeout_s = request_timeout_s
 
-    @staticmethod
-    def validate(action: str, params: dict[str, Any]) -> dict[str, Any]:
+    def validate(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         """Check params before anything is published (raises ValidationFailed/UnknownAction)."""
-        return actions.validate(action, params)
+        return self.actions.validate(action, params)
 
     async def submit(
         self,

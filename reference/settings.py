@@ -25,6 +25,7 @@ class Settings:
     queue_type: str = "classic"
     delivery_limit: int = 5
     key_prefix: str = ""
+    actions: str = ""  # extra actions: "module:attr,..." (besides entry points)
     jwt_secret: str | None = None
     jwt_public_key_file: str | None = None
     jwt_algorithms: tuple[str, ...] = ()
@@ -129,6 +130,7 @@ _ENV = tuple(
         ("QUEUE_TYPE", "queue_type", _TEXT),
         ("DELIVERY_LIMIT", "delivery_limit", _INT),
         ("KEY_PREFIX", "key_prefix", _TEXT),
+        ("ACTIONS", "actions", _TEXT),
         ("JWT_SECRET", "jwt_secret", _TEXT),
         ("JWT_PUBLIC_KEY_FILE", "jwt_public_key_file", _TEXT),
         ("JWT_ALGORITHMS", "jwt_algorithms", _ALGORITHMS),

@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from reference import actions
+from pydantic import BaseModel
+
+from reference.actions import Action, ActionContext, ActionRegistry, Outcome, builtin
 from reference.backoff import Backoff, keep_running, stop_task
 from reference.clock import now_ms
 from reference.errors import (
@@ -68,7 +70,9 @@ class CoreWorker:
         config: WorkerConfig,
         *,
         worker_id: str | None = None,
+        actions: ActionRegistry | None = None,
     ) -> None:
+        self._actions = actions if actions is not None else builtin()
         self._broker = broker
         self._results = results
         self._users = users
@@ -241,8 +245,7 @@ class CoreWorker:
             self._running.discard(rid)
         await delivery.ack()
 
-    @staticmethod
-    def _check(message: RequestMessage, now: float) -> tuple[actions.Action, dict[str, Any]]:
+    def _check(self, message: RequestMessage, now: float) -> tuple[Action, BaseModel]:
         """The action and its checked params; raises what refuses a message before any work
         (deadline passed, unknown version or action, bad params)."""
         if message.deadline is not None and now > message.deadline:
@@ -251,8 +254,8 @@ class CoreWorker:
         if message.version != 1:
             raise ValidationFailed(f"unsupported message version {message.version}",
                                    field="version")
-        action = actions.lookup(message.action)
-        return action, action.validate(message.params)
+        action = self._actions.lookup(message.action)
+        return action, action.parse_params(message.params)
 
     async def _begin(self, rid: str, running: ResultRecord) -> str:
         """Claim the request and write Running, unless this worker or another live one is
@@ -319,8 +322,8 @@ class CoreWorker:
             log.warning("could not dead-letter %s (the broker will hand it out again): %s",
                         rid, exc)
 
-    async def _run(self, message: RequestMessage, action: actions.Action,
-                   params: dict[str, Any], base: ResultRecord) -> None:
+    async def _run(self, message: RequestMessage, action: Action,
+                   params: BaseModel, base: ResultRecord) -> None:
         cfg = self._config
         rid = message.request_id
         self.runs_started += 1
@@ -329,7 +332,9 @@ class CoreWorker:
             update = base.evolve(progress=percent, detail=detail, updated_at=now_ms())
             await self._results.put(rid, update, ttl_s=cfg.running_ttl_s)
 
-        context = actions.ActionContext(rid, self._users, report_progress, message.principal)
+        context = ActionContext(
+            rid, self._users, report_progress, message.principal, message.deadline,
+            self._actions.resources, logging.LoggerAdapter(log, {"request_id": rid}))
         try:
             outcome: Any = await action.run(context, params)
         except DomainError as exc:
@@ -344,7 +349,7 @@ class CoreWorker:
     async def _finish(self, rid: str, base: ResultRecord, outcome: Any, *,
                       holder: str | None) -> None:
         now = now_ms()
-        if isinstance(outcome, actions.Outcome):
+        if isinstance(outcome, Outcome):
             final = base.evolve(status=SUCCESS, detail=outcome.detail, result=outcome.result,
                                 progress=100, updated_at=now, finished_at=now)
         elif isinstance(outcome, DomainError):

@@ -6,18 +6,20 @@ import asyncio
 import itertools
 import logging
 import time
+import typing
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, empty, raw
 from sanic_ext import Extend
-from sanic_ext.extensions.openapi.builders import SpecificationBuilder
 
-from reference import actions
+from reference.actions import Action, ActionRegistry, Route, load_actions
 from reference.api.http_errors import STATUS_BY_CODE, error_body, status_for
 from reference.api.metrics import CONTENT_TYPE, ApiMetrics
+from reference.api.openapi import SWAGGER_PAGE, build_document
 from reference.bootstrap import Services, build
 from reference.errors import (
     AuthError,
@@ -62,20 +64,17 @@ def create_app(
     app.config.REQUEST_MAX_SIZE = settings.max_body_bytes
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.REQUEST_ID_HEADER = "X-Request-ID"
-    app.config.OAS_URL_PREFIX = "/docs"
-    app.config.OAS_UI_DEFAULT = "swagger"
+    app.config.OAS = False  # our own document: reference/api/openapi.py
     app.config.CORS = False
-    app.config.API_TITLE = "reference"
-    app.config.API_DESCRIPTION = "Asynchronous request/reply: REST -> RabbitMQ -> worker -> Redis."
-    app.config.API_VERSION = "1"
     Extend(app)
     app.ctx.settings = settings
     app.ctx.metrics = ApiMetrics()
+    registry = services.actions if services is not None else load_actions(settings.actions)
 
     @app.before_server_start
     async def _start(app: App) -> None:
         owned = services is None
-        svc = build(settings) if owned else services
+        svc = build(settings, actions=registry) if owned else services
         assert svc is not None
         if owned:
             await svc.start()
@@ -102,7 +101,10 @@ def create_app(
 
     _install_middleware(app)
     _install_error_handlers(app)
-    _install_routes(app)
+    _install_routes(app, registry)
+    for action in registry:
+        if action.route is not None:
+            _install_action_route(app, action, action.route)
     return app
 
 
@@ -178,10 +180,29 @@ def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def _user_id(raw_id: str) -> int:
-    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 16:
-        raise ValidationFailed("id must be a positive integer", field="id")
-    return int(raw_id)
+MAX_NUMBER_DIGITS = 16
+
+
+def _from_text(model: type[BaseModel], name: str, raw: str) -> Any:
+    """A path or query value as the JSON type its params field declares (ASCII digits only:
+    "²".isdigit() is true, and int("²") raises)."""
+    info = model.model_fields.get(name)
+    annotation = info.annotation if info is not None else str
+    kinds = {a for a in typing.get_args(annotation)} or {annotation}
+    if int in kinds or float in kinds:
+        digits = raw.removeprefix("-")
+        whole = digits.isascii() and digits.isdigit() and len(digits) <= MAX_NUMBER_DIGITS
+        if whole:
+            return int(raw)
+        if float in kinds and digits.replace(".", "", 1).isdigit() and digits.isascii():
+            return float(raw)
+        raise ValidationFailed(f"{name} must be {'a number' if float in kinds else 'an integer'}",
+                               field=name)
+    if bool in kinds:
+        if raw not in {"true", "false"}:
+            raise ValidationFailed(f"{name} must be true or false", field=name)
+        return raw == "true"
+    return raw
 
 
 def _wants_async(request: Request) -> bool:
@@ -212,16 +233,16 @@ def _record_body(request_id: str, record: ResultRecord) -> dict[str, Any]:
 async def _dispatch(
     request: Request,
     principal: Principal,
-    action: str,
+    action: Action,
     params: dict[str, Any],
-    *,
-    success_status: int = 200,
+    route: Route,
 ) -> HTTPResponse:
     """Validate, submit, wait, answer: the whole life of one synchronous-looking call."""
     requester: Requester = request.app.ctx.requester
-    params = requester.validate(action, params)
+    params = action.validate(params)
     respond_async = _wants_async(request)
-    submitted = await requester.submit(action, params, principal, wait=not respond_async)
+    submitted = await requester.submit(action.name, params, principal,
+                                       wait=not respond_async)
     rid = submitted.request_id
     request.ctx.request_id = rid
     location = {"Location": f"/requests/{rid}"}
@@ -234,7 +255,7 @@ async def _dispatch(
         waited = await requester.wait(submitted)
     finally:
         metrics.waiting.dec()
-    return _answer(request, action, waited, success_status, location)
+    return _answer(request, action, waited, route, location)
 
 
 def _check_failure(record: ResultRecord) -> None:
@@ -246,7 +267,7 @@ def _check_failure(record: ResultRecord) -> None:
         raise MalformedRecord(f"unknown error code {code!r}")
 
 
-def _answer(request: Request, action: str, waited: Waited, success_status: int,
+def _answer(request: Request, action: Action, waited: Waited, route: Route,
             location: dict[str, str]) -> HTTPResponse:
     rid = waited.request_id
     record = waited.record
@@ -255,16 +276,16 @@ def _answer(request: Request, action: str, waited: Waited, success_status: int,
         detail = "no final result within the request timeout; read it later at Location"
         return _json({"request_id": rid, "status": last, "detail": detail}, 504, location)
     total_ms = (time.perf_counter() - request.ctx.started) * 1000
-    route = request.route.path if request.route else "unmatched"
-    request.app.ctx.metrics.latency.labels(route).observe(total_ms / 1000)
+    path = request.route.path if request.route else "unmatched"
+    request.app.ctx.metrics.latency.labels(path).observe(total_ms / 1000)
     headers = {"Server-Timing": _server_timing(record, waited.seen_at, total_ms)}
     try:
         if record.status == "Success":
-            actions.lookup(action).check_result(record.result)
+            action.check_result(record.result)
         else:
             _check_failure(record)
     except MalformedRecord as exc:
-        log.error("bad record for %s (%s): %s", rid, action, exc)
+        log.error("bad record for %s (%s): %s", rid, action.name, exc)
         return _error(502, BAD_RECORD, f"the result record breaks the contract: {exc}",
                       headers=headers, request_id=rid)
     if record.status != "Success":
@@ -275,66 +296,18 @@ def _answer(request: Request, action: str, waited: Waited, success_status: int,
         body = {"request_id": rid, "status": record.status, "detail": record.detail,
                 "error": error}
         return _json(body, status, headers)
-    if success_status == 204:
+    if route.status == 204:
         return empty(204, headers=headers)
-    if action == "createUser":
-        headers["Location"] = f"/users/{record.result['id']}"
-    return _json(record.result, success_status, headers)
+    if route.location is not None:
+        headers["Location"] = route.location(record.result)
+    return _json(record.result, route.status, headers)
 
 
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _install_routes(app: App) -> None:
-    @app.post("/users")
-    async def create_user(request: Request) -> HTTPResponse:
-        """Create a user from `{name, email}`; 201 with the user and its Location."""
-        principal, body = _authed_body(request)
-        return await _dispatch(request, principal, "createUser", body, success_status=201)
-
-    @app.get("/users")
-    async def list_users(request: Request) -> HTTPResponse:
-        """List users in id order: `?limit=1..100&cursor=<next_cursor>`."""
-        principal = _principal(request)
-        params: dict[str, Any] = {}
-        limit = request.args.get("limit")
-        if limit is not None:
-            digits = limit.removeprefix("-")
-            if not (digits.isascii() and digits.isdigit()) or len(digits) > 16:
-                raise ValidationFailed("limit must be an integer", field="limit")
-            params["limit"] = int(limit)
-        cursor = request.args.get("cursor")
-        if cursor is not None:
-            params["cursor"] = cursor
-        return await _dispatch(request, principal, "listUsers", params)
-
-    @app.get("/users/<user_id>")
-    async def get_user(request: Request, user_id: str) -> HTTPResponse:
-        """One user by its integer id."""
-        principal = _principal(request)
-        return await _dispatch(request, principal, "getUser", {"id": _user_id(user_id)})
-
-    @app.put("/users/<user_id>")
-    async def update_user(request: Request, user_id: str) -> HTTPResponse:
-        """Change a user's name and/or email."""
-        principal, body = _authed_body(request)
-        if "id" in body:
-            raise ValidationFailed("the id comes from the path, not the body", field="id")
-        params = {**body, "id": _user_id(user_id)}
-        return await _dispatch(request, principal, "updateUser", params)
-
-    @app.delete("/users/<user_id>")
-    async def delete_user(request: Request, user_id: str) -> HTTPResponse:
-        """Delete a user; 204."""
-        principal = _principal(request)
-        return await _dispatch(request, principal, "deleteUser", {"id": _user_id(user_id)},
-                               success_status=204)
-
-    @app.post("/jobs")
-    async def run_job(request: Request) -> HTTPResponse:
-        """A demo long job: `{duration_ms, steps?, fail?}`, reporting progress as it goes."""
-        principal, body = _authed_body(request)
-        return await _dispatch(request, principal, "runJob", body)
+def _install_routes(app: App, registry: ActionRegistry) -> None:
+    document = orjson.dumps(build_document(registry))
 
     @app.get("/requests/<request_id>")
     async def read_request(request: Request, request_id: str) -> HTTPResponse:
@@ -375,14 +348,46 @@ def _install_routes(app: App) -> None:
         """Prometheus text format."""
         return raw(request.app.ctx.metrics.render(), content_type=CONTENT_TYPE)
 
-    @app.get("/openapi.json")
     async def openapi_json(request: Request) -> HTTPResponse:
-        """The OpenAPI document (also at /docs/openapi.json)."""
-        spec = SpecificationBuilder().build(request.app)
-        return _json(spec.serialize())  # type: ignore[no-untyped-call]
+        """The OpenAPI 3.1 document (also at /docs/openapi.json)."""
+        return raw(document, content_type="application/json")
+
+    app.add_route(openapi_json, "/openapi.json", methods=["GET"])
+    app.add_route(openapi_json, "/docs/openapi.json", methods=["GET"], name="docs_openapi")
+
+    @app.get("/docs")
+    async def docs(request: Request) -> HTTPResponse:
+        """Swagger UI on /openapi.json."""
+        return raw(SWAGGER_PAGE.encode(), content_type="text/html; charset=utf-8")
 
 
+def _params(request: Request, action: Action, route: Route,
+            path_args: dict[str, str]) -> dict[str, Any]:
+    """Path parameters with the JSON body (POST, PUT, PATCH) or with those query parameters
+    that are fields of the action's params (others are ignored, as caches add some)."""
+    model = action.params
+    params: dict[str, Any]
+    if route.takes_body:
+        params = _body(request)
+        for name in path_args:
+            if name in params:
+                raise ValidationFailed(f"the {name} comes from the path, not the body",
+                                       field=name)
+    else:
+        params = {name: _from_text(model, name, values[0])
+                  for name, values in request.args.items()
+                  if name in model.model_fields and name not in path_args and values}
+    for name, text in path_args.items():
+        params[name] = _from_text(model, name, text)
+    return params
 
-def _authed_body(request: Request) -> tuple[Principal, dict[str, Any]]:
-    """Authenticate first (401 beats 400), then parse the JSON body."""
-    return _principal(request), _body(request)
+
+def _install_action_route(app: App, action: Action, route: Route) -> None:
+    async def handler(request: Request, **path_args: str) -> HTTPResponse:
+        principal = _principal(request)  # 401 beats 400
+        params = _params(request, action, route, path_args)
+        return await _dispatch(request, principal, action, params, route)
+
+    handler.__doc__ = action.summary or (action.handler.__doc__ or action.name).strip()
+    handler.__name__ = "action_" + "".join(c if c.isalnum() else "_" for c in action.name)
+    app.add_route(handler, route.path, methods=[route.method], name=handler.__name__)

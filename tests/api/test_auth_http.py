@@ -76,8 +76,14 @@ async def test_open_routes_need_no_token(http: httpx.AsyncClient, path: str) -> 
 
 async def test_openapi_lists_the_routes(http: httpx.AsyncClient) -> None:
     """The OpenAPI document describes the API's paths."""
-    paths = (await http.get("/openapi.json")).json()["paths"]
-    assert {"/users", "/users/{user_id}", "/jobs", "/requests/{request_id}"} <= set(paths)
+    doc = (await http.get("/openapi.json")).json()
+    paths = doc["paths"]
+    assert {"/users", "/users/{id}", "/jobs", "/requests/{request_id}"} <= set(paths)
+    body = paths["/users"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    create = doc["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert create["required"] == ["name", "email"] and create["additionalProperties"] is False
+    limit = next(p for p in paths["/users"]["get"]["parameters"] if p["name"] == "limit")
+    assert (limit["in"], limit["schema"]["maximum"]) == ("query", 100)
 
 
 async def test_auth_is_checked_before_the_body(pipe: Pipeline, http: httpx.AsyncClient) -> None:

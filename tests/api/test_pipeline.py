@@ -133,7 +133,7 @@ async def test_metrics_count_requests(pipe: Pipeline, http: httpx.AsyncClient) -
     """/metrics counts answered requests by route and status and has the latency histogram."""
     await http.get("/users/999999", headers=pipe.auth())
     text = (await http.get("/metrics")).text
-    assert re.search(r'reference_http_requests_total\{method="GET",route="users/<user_id:str>",'
+    assert re.search(r'reference_http_requests_total\{method="GET",route="users/<id:str>",'
                      r'status="404"\} [1-9]', text)
     assert "reference_request_seconds_bucket" in text
     assert "reference_inflight_waits 0.0" in text

@@ -11,12 +11,15 @@ import dataclasses
 from typing import Any
 
 import pytest
+from pydantic import field_validator
 
 from reference import actions, completion
 from reference.adapters import redis_errors
-from reference.errors import BrokerUnavailable, StoreUnavailable, ValidationFailed
+from reference.builtin_actions import BUILTIN
+from reference.errors import BrokerUnavailable, StoreUnavailable
 from reference.fakes.simulation import FaultEvent, Plan, draw_plan, run_plan, run_seed
 from reference.messages import decode
+from reference.schemas import Params
 from reference.worker import CoreWorker
 
 FIXED_SEEDS = range(8)  # tox -e sim runs a thousand; these keep tox -e py honest and fast
@@ -56,20 +59,30 @@ async def _old_handle(self: CoreWorker, delivery: Any) -> None:
         pass
 
 
-def _old_validate_list(params: dict[str, Any]) -> dict[str, Any]:
-    """listUsers' check before the fix: "²".isdigit() is true, and int("²") raises."""
-    cursor = params.get("cursor")
-    if cursor is not None and (not isinstance(cursor, str) or not cursor.isdigit()):
-        raise ValidationFailed("cursor is not a cursor this service gave out", field="cursor")
-    return {"limit": 20, "cursor": None if cursor is None else str(int(cursor))}
+class _OldListUsers(Params):
+    """listUsers' check before the fix, as a validator with a bug: "²".isdigit() is true, and
+    the conversion fails with an error that is not a validation failure."""
+
+    limit: int = 20
+    cursor: str | None = None
+
+    @field_validator("cursor")
+    @classmethod
+    def _digits(cls, cursor: str | None) -> str | None:
+        if cursor is not None and not cursor.isdigit():
+            raise ValueError("is not a cursor this service gave out")
+        if cursor is not None and not cursor.isascii():
+            raise RuntimeError(f"invalid literal for int(): {cursor!r}")
+        return cursor
 
 
 def test_the_simulation_finds_a_leaked_delivery(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bug 2 undone: two "²" cursors from a foreign producer leak their deliveries, and the
     simulation reports them unsettled and without a final record."""
     monkeypatch.setattr(CoreWorker, "handle", _old_handle)
-    old = dataclasses.replace(actions.ACTIONS["listUsers"], validate=_old_validate_list)
-    monkeypatch.setitem(actions.ACTIONS, "listUsers", old)
+    old = [dataclasses.replace(a, params=_OldListUsers) if a.name == "listUsers" else a
+           for a in BUILTIN]
+    monkeypatch.setattr(actions, "builtin", lambda: actions.ActionRegistry(old))
     plan = _quiet_plan(3, foreign=((1.0, "unicode_cursor"), (2.0, "unicode_cursor")))
     result = run_plan(plan)
     found = " | ".join(result.violations)

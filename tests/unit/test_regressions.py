@@ -19,16 +19,19 @@ import fakeredis
 import httpx
 import orjson
 import pytest
+from pydantic import model_validator
 
 from reference import actions
 from reference.adapters.redis_results import RedisResultStore
 from reference.bootstrap import MemoryBackends, Services, build
+from reference.builtin_actions import BUILTIN
 from reference.completion import BatchCompletion, PushCompletion
 from reference.errors import BrokerUnavailable
 from reference.fakes.pipeline import Pipeline, running_pipeline
 from reference.messages import Principal, RequestMessage, decode, encode
 from reference.ports import Delivery
 from reference.records import FAIL, SUCCESS, ResultRecord
+from reference.schemas import Params
 from reference.settings import Settings
 from reference.worker import CoreWorker
 from tests.helpers import eventually, final_record
@@ -152,11 +155,14 @@ async def test_bug1_stop_task_stops_a_task_that_swallows_its_first_cancellation(
 # --- 2. an unexpected exception leaked the delivery ----------------------------------------
 
 
-def _explode(params: dict[str, Any]) -> dict[str, Any]:
-    raise RuntimeError("a validator with a bug")
+class _Exploding(Params):
+    @model_validator(mode="before")
+    @classmethod
+    def _explode(cls, data: Any) -> Any:
+        raise RuntimeError("a validator with a bug")
 
 
-async def _never_run(ctx: actions.ActionContext, params: dict[str, Any]) -> actions.Outcome:
+async def _never_run(ctx: actions.ActionContext, params: Any) -> actions.Outcome:
     raise AssertionError("the validator failed; the action must not run")
 
 
@@ -166,8 +172,8 @@ async def test_bug2_unexpected_errors_dead_letter_and_leave_the_worker_its_slots
     """Messages whose handling raises an unexpected error are dead-lettered with a Fail
     `internal` record, and a worker with as many slots as bad messages still processes the
     next one."""
-    monkeypatch.setitem(actions.ACTIONS, "explode", actions.Action("explode", _explode,
-                                                                   _never_run))
+    explode = actions.Action("explode", _Exploding, _never_run)
+    monkeypatch.setattr(actions, "builtin", lambda: actions.ActionRegistry([*BUILTIN, explode]))
     async with worker_rig("regress-leak", concurrency=2) as r:
         # Given two messages that fill both slots of the worker and then blow up,
         for rid in ("bad-1", "bad-2"):
