@@ -4,15 +4,45 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reference.errors import PoisonMessage
 
 # A request id is a store key: no ':' (the separator of the other key families: final:,
 # claim:, starts:, reference:users:) and nothing that is not plain ASCII. The API issues UUIDs.
-REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+REQUEST_ID = re.compile(REQUEST_ID_PATTERN[1:-1])
+RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN,
+                                 description="1 to 128 letters, digits, '-', '_' or '.'")]
+EpochMs = Annotated[int | float, Field(description="epoch milliseconds")]
+
+
+class PrincipalModel(BaseModel):
+    """Who made the request, from the verified JWT."""
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(strict=True, extra="allow")
+    sub: str
+    roles: list[str] = []
+
+
+class MessageModel(BaseModel):
+    """The request message (the body of one AMQP message), as the worker validates it.
+    Fields it does not know are ignored."""
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(strict=True, extra="allow",
+                                                    title="RequestMessage")
+    action: Annotated[str, Field(min_length=1)]
+    params: dict[str, Any]
+    request_id: RequestId
+    version: int | None = Field(1, description="absent = 1; a worker refuses a version it does not "
+                                        "know with Fail validation (field version)")
+    principal: PrincipalModel | None = None
+    deadline: int | None = Field(None, description="epoch ms after which the work must not "
+                                                   "start (Fail deadline_exceeded)")
+    queued_at: EpochMs | None = Field(None, description="when the API queued it (epoch ms)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,45 +95,20 @@ def decode(body: bytes) -> RequestMessage:
         raise PoisonMessage("body is not a JSON object")
     raw_id = data.get("request_id")
     request_id = raw_id if isinstance(raw_id, str) and REQUEST_ID.fullmatch(raw_id) else None
-
-    def poison(reason: str) -> PoisonMessage:
-        return PoisonMessage(reason, request_id=request_id)
-
-    if request_id is None:
-        raise poison("request_id must be 1 to 128 letters, digits, '-', '_' or '.'")
-    action = data.get("action")
-    if not isinstance(action, str) or not action:
-        raise poison("action must be a non-empty string")
-    params = data.get("params")
-    if not isinstance(params, dict):
-        raise poison("params must be an object")
-    version = data.get("version", 1)
-    if type(version) is not int:
-        raise poison("version must be an integer")
-    deadline = data.get("deadline")
-    if deadline is not None and type(deadline) is not int:
-        raise poison("deadline must be an integer (epoch ms)")
-    queued_at = data.get("queued_at")
-    if queued_at is not None and (not isinstance(queued_at, int | float)
-                                  or isinstance(queued_at, bool)):
-        raise poison("queued_at must be a number (epoch ms)")
+    try:
+        model = MessageModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in err["loc"]) or "message"
+        raise PoisonMessage(f"{where}: {err['msg']}", request_id=request_id) from None
+    principal = model.principal
     return RequestMessage(
-        queued_at=queued_at,
-        action=action,
-        params=params,
-        request_id=request_id,
-        version=version,
-        principal=_principal(data.get("principal"), poison),
-        deadline=deadline,
+        action=model.action,
+        params=model.params,
+        request_id=model.request_id,
+        version=1 if model.version is None else model.version,
+        principal=None if principal is None else Principal(principal.sub,
+                                                           tuple(principal.roles)),
+        deadline=model.deadline,
+        queued_at=model.queued_at,
     )
-
-
-def _principal(raw: Any, poison: Any) -> Principal | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("sub"), str):
-        raise poison("principal must be an object with a string sub")
-    roles = raw.get("roles", [])
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise poison("principal.roles must be a list of strings")
-    return Principal(sub=raw["sub"], roles=tuple(roles))

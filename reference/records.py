@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Final
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 QUEUED: Final = "Queued"
 RUNNING: Final = "Running"
@@ -18,6 +19,36 @@ BAD_RECORD: Final = "bad_record"  # the error code of a stored value that breaks
 
 class MalformedRecord(ValueError):
     """Stored bytes that are not a result record."""
+
+
+EpochMs = Annotated[int | float, Field(description="epoch milliseconds")]
+
+
+class ErrorModel(BaseModel):
+    model_config: ClassVar[ConfigDict] = ConfigDict(strict=True, extra="allow")
+    code: str = Field(description="validation, not_found, conflict, forbidden, "
+                                  "unknown_action, deadline_exceeded, job_failed or internal")
+    message: str = ""
+    field: str | None = None
+
+
+class RecordModel(BaseModel):
+    """The result record as the API reads it (what another core must write). Fields it does
+    not know are kept."""
+
+    model_config: ClassVar[ConfigDict] = ConfigDict(strict=True, extra="allow",
+                                                    title="ResultRecord")
+    status: Literal["Queued", "Running", "Success", "Fail"]
+    detail: str | None = Field("", description="human-readable; null counts as empty")
+    progress: (Annotated[int, Field(ge=0, le=100)] | Annotated[float, Field(ge=0, le=100)]
+               | None) = None
+    result: Any = None
+    error: ErrorModel | None = Field(None, description="on Fail")
+    owner: str | None = Field(None, description="the sub of the JWT that made the request")
+    queued_at: EpochMs | None = None
+    started_at: EpochMs | None = None
+    updated_at: EpochMs | None = None
+    finished_at: EpochMs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,34 +107,19 @@ class ResultRecord:
             raise MalformedRecord(f"record is not JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise MalformedRecord("record is not a JSON object")
-        status = data.get("status")
-        if status not in STATUSES:
-            raise MalformedRecord(f"record has no valid status: {status!r}")
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        _check_types(kwargs)
-        kwargs["detail"] = str(data.get("detail", ""))
+        try:
+            model = RecordModel.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in err["loc"]) or "record"
+            raise MalformedRecord(f"{where}: {err['msg']}") from None
+        known = _KNOWN
+        kwargs = {k: getattr(model, k) for k in known}
+        kwargs["detail"] = model.detail or ""
+        if model.error is not None:
+            kwargs["error"] = data["error"]  # as written, with any extra fields
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**kwargs, extra=extra)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _check_types(data: dict[str, Any]) -> None:
-    """The optional fields of SPEC §3, each of its type or absent (null counts as absent)."""
-    progress = data.get("progress")
-    if progress is not None and (not _number(progress) or not 0 <= progress <= 100):
-        raise MalformedRecord("progress must be a number from 0 to 100")
-    error = data.get("error")
-    if error is not None and (not isinstance(error, dict)
-                              or not isinstance(error.get("code"), str)):
-        raise MalformedRecord("error must be an object with a string code")
-    owner = data.get("owner")
-    if owner is not None and not isinstance(owner, str):
-        raise MalformedRecord("owner must be a string")
-    for name in ("queued_at", "started_at", "updated_at", "finished_at"):
-        value = data.get(name)
-        if value is not None and not _number(value):
-            raise MalformedRecord(f"{name} must be a number (epoch ms)")
+_KNOWN: Final = frozenset(f.name for f in fields(ResultRecord)) - {"extra"}

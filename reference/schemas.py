@@ -12,6 +12,7 @@ message in the service's own words ("limit must be between 1 and 100").
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import orjson
@@ -54,7 +55,11 @@ class Result(BaseModel):
 def parse(model: type[BaseModel], data: Any) -> BaseModel:
     """Validate plain JSON data (as it came off the wire) against `model`."""
     try:
-        return model.model_validate_json(orjson.dumps(data))
+        raw = orjson.dumps(data)
+    except TypeError:  # an integer past 64 bits: the standard library writes it
+        raw = json.dumps(data).encode()
+    try:
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         raise _failure(model, exc) from None
 

@@ -100,3 +100,15 @@ async def test_faults_reach_the_pipeline(reference_pipeline: Pipeline) -> None:
         while r.status_code != 200:
             await asyncio.sleep(0.05)
             r = await pipe.client.post("/greetings", json={"name": "Ada"}, headers=pipe.auth())
+
+
+async def test_handlers_reach_the_resources_the_registry_provides(
+    reference_pipeline_factory: PipelineFactory,
+) -> None:
+    """An object offered with `registry.provide` reaches handlers as `ctx.resources[name]`."""
+    from tests.unit.sample_actions import ECHO
+
+    pipe = await reference_pipeline_factory(actions=[ECHO])
+    pipe.actions.provide("voice", "robot")
+    r = await pipe.client.post("/echo", json={"text": "hi"}, headers=pipe.auth())
+    assert r.json() == {"text": "hi", "by": "robot"}
