@@ -1,0 +1,1 @@
+"""A user's package with its own actions for the reference pipeline."""
