@@ -53,6 +53,30 @@ class JwtKeys:
         )
 
 
+def _why_refused(exc: Exception) -> str:
+    """Why a token was refused, in fixed words: never the library's text, which may quote
+    the token's bytes back."""
+    reasons: tuple[tuple[type[Exception], str], ...] = (
+        (jwt.ExpiredSignatureError, "token expired"),
+        (jwt.ImmatureSignatureError, "token not yet valid"),
+        (jwt.InvalidSignatureError, "invalid token: signature verification failed"),
+        (jwt.InvalidAudienceError, "invalid token: wrong audience"),
+        (jwt.InvalidIssuerError, "invalid token: wrong issuer"),
+        (jwt.MissingRequiredClaimError, "invalid token: a required claim is missing"),
+        (jwt.InvalidAlgorithmError, "invalid token: algorithm not allowed"),
+        (jwt.DecodeError, "invalid token: not a JWT"),
+    )
+    if isinstance(exc, jwt.MissingRequiredClaimError) and exc.claim in _REQUIRABLE:
+        return f"invalid token: the {exc.claim} claim is missing"
+    for kind, reason in reasons:
+        if isinstance(exc, kind):
+            return reason
+    return "invalid token"
+
+
+_REQUIRABLE = frozenset({"exp", "sub", "aud", "iss"})
+
+
 class JwtVerifier:
     """Verifies bearer tokens; remembers tokens it verified until they expire.
 
@@ -106,12 +130,8 @@ class JwtVerifier:
                 issuer=self._issuer,
                 options=self._options,  # type: ignore[arg-type]
             )
-        except jwt.ExpiredSignatureError:
-            raise AuthError("token expired", token_present=True) from None
-        except jwt.ImmatureSignatureError:
-            raise AuthError("token not yet valid", token_present=True) from None
-        except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {exc}", token_present=True) from None
+        except Exception as exc:  # whatever PyJWT raised (a non-UTF-8 byte: UnicodeError)
+            raise AuthError(_why_refused(exc), token_present=True) from None
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise AuthError("sub must be a non-empty string", token_present=True)

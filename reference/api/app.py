@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 import typing
+import uuid
 from typing import Any
 
 import orjson
@@ -37,6 +39,11 @@ from reference.worker import CoreWorker
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# The form of the request ids this API issues (uuid4, lower case): the only form read back.
+ISSUED_REQUEST_ID = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _app_ids = itertools.count(1)
 App = Sanic[Any, Any]
 
@@ -119,10 +126,41 @@ def _install_middleware(app: App) -> None:
 
     @app.on_response  # type: ignore[untyped-decorator]
     async def _finish(request: Request, response: HTTPResponse) -> None:
-        rid = getattr(request.ctx, "request_id", None) or str(request.id)
-        response.headers["X-Request-ID"] = rid
+        response.headers["X-Request-ID"] = _response_request_id(request)
+        if request.method == "NONE":  # the connection closed before a request was read
+            return
         route = request.route.path if request.route else "unmatched"
-        app.ctx.metrics.requests.labels(route or "/", request.method, str(response.status)).inc()
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        app.ctx.metrics.requests.labels(route or "/", method, str(response.status)).inc()
+
+
+def _response_request_id(request: Request) -> str:
+    """The request id of a published request; else the client's X-Request-ID when it is 1 to
+    128 visible ASCII characters; else one of ours."""
+    rid: str | None = getattr(request.ctx, "request_id", None)
+    if rid:
+        return rid
+    given = request.headers.get("x-request-id")
+    if isinstance(given, str) and CLIENT_REQUEST_ID.fullmatch(given):
+        return str(given)
+    if not hasattr(request.ctx, "own_id"):
+        request.ctx.own_id = str(uuid.uuid4())
+    own: str = request.ctx.own_id
+    return own
+
+
+class OwnHttpError(SanicException):
+    """An HTTP error whose message we wrote (others get fixed words)."""
+
+
+# Fixed words, not the library's text (which may quote the client's bytes back).
+_HTTP_MESSAGES = {
+    "bad_request": "bad request",
+    "not_found": "no such route",
+    "method_not_allowed": "method not allowed on this route",
+    "timeout": "the request was not received in time",
+    "too_large": "the request body is too large",
+}
 
 
 def _install_error_handlers(app: App) -> None:
@@ -151,7 +189,14 @@ def _install_error_handlers(app: App) -> None:
             return _error(status, "internal", "internal error")
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                  408: "timeout", 413: "too_large"}
-        return _error(status, codes.get(status, "http_error"), str(exc))
+        headers = None
+        allowed = getattr(exc, "allowed_methods", None)
+        if status == 405 and allowed:
+            headers = {"Allow": ", ".join(sorted(allowed))}
+        code = codes.get(status, "http_error")
+        message = (str(exc) if isinstance(exc, OwnHttpError)
+                   else _HTTP_MESSAGES.get(code, "request refused"))
+        return _error(status, code, message, headers=headers)
 
     @app.exception(Exception)
     async def _unexpected(request: Request, exc: Exception) -> HTTPResponse:
@@ -174,7 +219,7 @@ def _body(request: Request) -> dict[str, Any]:
     try:
         data = orjson.loads(request.body or b"")
     except orjson.JSONDecodeError:
-        raise SanicException("body is not valid JSON", status_code=400) from None
+        raise OwnHttpError("body is not valid JSON", status_code=400) from None
     if not isinstance(data, dict):
         raise ValidationFailed("body must be a JSON object", field="body")
     return data
@@ -313,6 +358,8 @@ def _install_routes(app: App, registry: ActionRegistry) -> None:
     async def read_request(request: Request, request_id: str) -> HTTPResponse:
         """The result record of a request you made; 404 if unknown, expired, or not yours."""
         principal = _principal(request)
+        if not ISSUED_REQUEST_ID.fullmatch(request_id):  # never a store key of another family
+            return _error(404, "not_found", "no such request (unknown, expired, or not yours)")
         record = await request.app.ctx.requester.read(request_id)
         if record is None or record.owner is None or record.owner != principal.sub:
             return _error(404, "not_found", "no such request (unknown, expired, or not yours)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from typing import Any
 
 import httpx
@@ -154,12 +155,13 @@ async def test_deadline_passed_is_readable_as_504_code(
     pipe: Pipeline, http: httpx.AsyncClient
 ) -> None:
     """A message past its deadline records deadline_exceeded, which its owner can read."""
-    msg = RequestMessage("runJob", {"duration_ms": 0}, "late-1", principal=Principal("alice"),
+    rid = str(uuid.uuid4())
+    msg = RequestMessage("runJob", {"duration_ms": 0}, rid, principal=Principal("alice"),
                          deadline=int(now_ms()) - 5)
-    await pipe.services.broker.publish(pipe.settings.queue, encode(msg), message_id="late-1")
-    record = await final_record(pipe.services.results, "late-1")
+    await pipe.services.broker.publish(pipe.settings.queue, encode(msg), message_id=rid)
+    record = await final_record(pipe.services.results, rid)
     assert record.error_code == "deadline_exceeded"
-    body = (await http.get("/requests/late-1", headers=pipe.auth("alice"))).json()
+    body = (await http.get(f"/requests/{rid}", headers=pipe.auth("alice"))).json()
     assert body["error"]["code"] == "deadline_exceeded"
 
 

@@ -50,7 +50,7 @@ def test_missing_or_malformed_header(header: str | None, present: bool) -> None:
     [
         ({"exp": int(time.time()) - 10}, SECRET, "HS256", "expired"),
         ({"nbf": int(time.time()) + 600}, SECRET, "HS256", "not yet valid"),
-        ({}, "another-secret-another-secret-xx", "HS256", "Signature"),
+        ({}, "another-secret-another-secret-xx", "HS256", "signature"),
         ({"sub": None}, SECRET, "HS256", "sub"),
         ({"roles": "admin"}, SECRET, "HS256", "roles"),
         ({}, SECRET, "HS512", "alg"),
