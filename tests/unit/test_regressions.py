@@ -9,6 +9,7 @@ fix to revert by hand to see it fail.
 from __future__ import annotations
 
 import asyncio
+import uuid
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -337,7 +338,7 @@ async def test_bug5_an_unexpected_error_in_a_route_is_a_500_with_the_envelope(
 
         monkeypatch.setattr(p.services.results, "get", broken_get)
         async with httpx.AsyncClient(base_url=p.base_url, timeout=10) as http:
-            r = await http.get("/requests/some-id", headers=p.auth())
+            r = await http.get(f"/requests/{uuid.uuid4()}", headers=p.auth())
         assert r.status_code == 500
         assert r.json() == {"error": {"code": "internal", "message": "internal error"}}
         assert "a store with a bug" not in r.text
