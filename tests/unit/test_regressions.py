@@ -9,8 +9,8 @@ fix to revert by hand to see it fail.
 from __future__ import annotations
 
 import asyncio
-import uuid
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import partial
