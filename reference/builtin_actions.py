@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from typing import Annotated, Any
 
+from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from reference.actions import Action, ActionContext, NoResult, Outcome, Route
@@ -18,10 +20,22 @@ MAX_CURSOR_DIGITS = 16
 
 
 def _email(value: str) -> str:
-    local, at, domain = value.partition("@")
-    if not at or not local or "." not in domain or " " in value or domain.startswith("."):
-        raise ValueError("must be an email address")
-    return value.lower()
+    """RFC 5322 / 6531 syntax as email-validator checks it (no DNS lookup), then lower-cased
+    whole, so that uniqueness ignores case."""
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        raise ValueError("must be an email address") from None
+    return str(checked.normalized).lower()
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs"})  # controls, format (bidi overrides, zero-width)
+
+
+def _printable(value: str) -> str:
+    if any(unicodedata.category(ch) in _UNPRINTABLE for ch in value):
+        raise ValueError("must not contain control or format characters")
+    return value
 
 
 def _cursor(value: str) -> str:
@@ -32,7 +46,8 @@ def _cursor(value: str) -> str:
 
 
 UserId = Annotated[int, Field(ge=1, le=MAX_USER_ID, description="a user id")]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+                 AfterValidator(_printable)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254),
                   AfterValidator(_email)]
 
