@@ -31,6 +31,19 @@ class Settings:
     jwt_algorithms: tuple[str, ...] = ()
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    # Key rotation: more HS secrets accepted besides jwt_secret (signing uses jwt_secret), and
+    # public keys from a JWKS document (a file or an https URL), chosen by the token's kid.
+    jwt_previous_secrets: tuple[str, ...] = ()
+    jwt_jwks_file: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_refresh_s: float = 300.0
+    # TLS to RabbitMQ (amqps://) and Redis (rediss://): a CA file to verify the server, and a
+    # client certificate and key when the server asks for one.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    # Roles per action: a JSON file {"action": ["role", ...]} or inline JSON; see README.
+    roles_policy: str | None = None
     request_timeout_s: float = 30.0
     poll_interval_ms: float = 5.0
     safety_poll_ms: float = 500.0
@@ -57,7 +70,8 @@ class Settings:
                 f"not {self.queue_type!r}"
             )
         for name in ("request_timeout_s", "poll_interval_ms", "safety_poll_ms", "result_ttl_s",
-                     "claim_ttl_s", "running_ttl_s", "connect_timeout_s", "shutdown_timeout_s"):
+                     "claim_ttl_s", "running_ttl_s", "connect_timeout_s", "shutdown_timeout_s",
+                     "jwt_jwks_refresh_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_body_bytes", "concurrency", "delivery_limit"):
@@ -120,6 +134,7 @@ _TEXT: _Parser = (str, "text")
 _INT: _Parser = (int, "an integer")
 _FLOAT: _Parser = (float, "a number")
 _ALGORITHMS: _Parser = (_algorithms, "a comma-separated list")
+_LIST: _Parser = (_algorithms, "a comma-separated list")
 
 _ENV = tuple(
     _Var("REFERENCE_" + var, field, parse, kind)
@@ -136,6 +151,14 @@ _ENV = tuple(
         ("JWT_ALGORITHMS", "jwt_algorithms", _ALGORITHMS),
         ("JWT_AUDIENCE", "jwt_audience", _TEXT),
         ("JWT_ISSUER", "jwt_issuer", _TEXT),
+        ("JWT_PREVIOUS_SECRETS", "jwt_previous_secrets", _LIST),
+        ("JWT_JWKS_FILE", "jwt_jwks_file", _TEXT),
+        ("JWT_JWKS_URL", "jwt_jwks_url", _TEXT),
+        ("JWT_JWKS_REFRESH_S", "jwt_jwks_refresh_s", _FLOAT),
+        ("TLS_CA_FILE", "tls_ca_file", _TEXT),
+        ("TLS_CERT_FILE", "tls_cert_file", _TEXT),
+        ("TLS_KEY_FILE", "tls_key_file", _TEXT),
+        ("ROLES_POLICY", "roles_policy", _TEXT),
         ("REQUEST_TIMEOUT_S", "request_timeout_s", _FLOAT),
         ("POLL_INTERVAL_MS", "poll_interval_ms", _FLOAT),
         ("SAFETY_POLL_MS", "safety_poll_ms", _FLOAT),
