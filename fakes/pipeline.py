@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,15 +34,21 @@ class Pipeline:
     worker_services: list[Services] = field(default_factory=list)
     _client: httpx.AsyncClient | None = None
 
-    def token(self, sub: str = "alice", **kwargs: Any) -> str:
-        """A signed JWT for `sub` (keyword arguments: roles, ttl_s)."""
+    def token(self, sub: str = "alice", roles: Sequence[str] | None = None,
+              **kwargs: Any) -> str:
+        """A signed JWT for `sub` with `roles`; None: every role the roles policy names, so
+        that the token may call every action (keyword arguments: ttl_s)."""
         assert self.services.keys is not None
-        return sign_token(self.services.keys, sub=sub, audience=self.settings.jwt_audience,
-                          issuer=self.settings.jwt_issuer, **kwargs)
+        if roles is None:
+            roles = sorted(self.services.roles.all_roles)
+        return sign_token(self.services.keys, sub=sub, roles=tuple(roles),
+                          audience=self.settings.jwt_audience, issuer=self.settings.jwt_issuer,
+                          **kwargs)
 
-    def auth(self, sub: str = "alice", roles: tuple[str, ...] | list[str] = ()) -> dict[str, str]:
-        """Headers that authenticate as `sub` with `roles`."""
-        return {"Authorization": f"Bearer {self.token(sub, roles=tuple(roles))}"}
+    def auth(self, sub: str = "alice", roles: Sequence[str] | None = None) -> dict[str, str]:
+        """Headers that authenticate as `sub` with `roles` (None: every role the policy
+        names; `()`: none)."""
+        return {"Authorization": f"Bearer {self.token(sub, roles)}"}
 
     @property
     def client(self) -> httpx.AsyncClient:

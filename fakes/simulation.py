@@ -291,7 +291,7 @@ class Simulation:
         assert keys is not None
 
         def token(sub: str) -> str:
-            return sign_token(keys, sub=sub, ttl_s=24 * 3600)
+            return sign_token(keys, sub=sub, ttl_s=24 * 3600, roles=("users:write",))
 
         return Context(token=token, unique=lambda: f"u{next(self._unique)}",
                        request_timeout_s=self.settings.request_timeout_s, sub="sim")

@@ -43,7 +43,7 @@ def _token(sub: str) -> str:
     now = time.time()
     cached = _tokens.get(sub)
     if cached is None or cached[0] < now + 60:
-        claims = {"sub": sub, "exp": int(now) + 3600}
+        claims = {"sub": sub, "exp": int(now) + 3600, "roles": ["users:write"]}
         cached = (now + 3600, jwt.encode(claims, SECRET, algorithm="HS256"))
         _tokens[sub] = cached
     return cached[1]

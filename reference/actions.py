@@ -97,6 +97,7 @@ class Action:
     result: type[BaseModel] | type[NoResult] | None = None  # None: any JSON result
     route: Route | None = None
     summary: str = ""
+    roles: tuple[str, ...] = ()  # roles a caller's token needs (REFERENCE_ROLES_POLICY overrides)
 
     def parse_params(self, params: Any) -> BaseModel:
         """Params as this action's model (raises ValidationFailed)."""

@@ -17,6 +17,7 @@ from reference.auth import JwtKeys, JwtVerifier
 from reference.backoff import retry_until
 from reference.completion import BatchCompletion, PollingCompletion, PushCompletion
 from reference.errors import BrokerUnavailable, ConfigError, StartupError, StoreUnavailable
+from reference.policy import RolesPolicy
 from reference.ports import Completion, MessageBroker, ResultStore, UserRepository
 from reference.requester import Requester
 from reference.settings import Settings
@@ -71,6 +72,16 @@ class Services:
     keys: JwtKeys | None
     memory: MemoryBackends = field(default_factory=MemoryBackends)
     actions: ActionRegistry = field(default_factory=builtin)
+    policy: RolesPolicy | None = None  # None: the actions' default roles
+
+    def __post_init__(self) -> None:
+        if self.policy is None:
+            self.policy = RolesPolicy.load(self.settings.roles_policy, self.actions)
+
+    @property
+    def roles(self) -> RolesPolicy:
+        assert self.policy is not None
+        return self.policy
 
     def verifier(self) -> JwtVerifier:
         if self.keys is None:
@@ -91,7 +102,7 @@ class Services:
         s = self.settings
         return Requester(self.broker, self.results, completion, queue=s.queue,
                          result_ttl_s=s.result_ttl_s, request_timeout_s=s.request_timeout_s,
-                         actions=self.actions)
+                         actions=self.actions, policy=self.roles)
 
     def worker(self, *, concurrency: int | None = None, worker_id: str | None = None) -> CoreWorker:
         s = self.settings
@@ -101,7 +112,7 @@ class Services:
             shutdown_timeout_s=s.shutdown_timeout_s, delivery_limit=s.delivery_limit,
         )
         return CoreWorker(self.broker, self.results, self.users, config, worker_id=worker_id,
-                          actions=self.actions)
+                          actions=self.actions, policy=self.roles)
 
     async def start(self) -> None:
         """Connect to broker and store (retrying up to connect_timeout), declare the queue."""
@@ -135,6 +146,7 @@ def build(
     memory: MemoryBackends | None = None,
     require_key: bool = True,
     actions: ActionRegistry | None = None,
+    policy: RolesPolicy | None = None,
 ) -> Services:
     """Turn settings into (unconnected) services. Does no I/O beyond importing the actions
     (REFERENCE_ACTIONS and the `reference.actions` entry points) when none are given."""
@@ -146,7 +158,7 @@ def build(
     keys = JwtKeys.from_settings(settings) if require_key else None
     broker = broker_factory(settings, memory)
     results, users = store_factory(settings, memory)
-    return Services(settings, broker, results, users, keys, memory, actions)
+    return Services(settings, broker, results, users, keys, memory, actions, policy)
 
 
 def check_urls(settings: Settings) -> None:
@@ -154,4 +166,4 @@ def check_urls(settings: Settings) -> None:
     be loaded)."""
     _factory(BROKER_SCHEMES, settings.broker_url, "broker")
     _factory(STORE_SCHEMES, settings.store_url, "store")
-    load_actions(settings.actions)
+    RolesPolicy.load(settings.roles_policy, load_actions(settings.actions))

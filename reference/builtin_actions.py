@@ -162,12 +162,16 @@ def _user_location(result: Any) -> str:
     return f"/users/{result['id']}"
 
 
+USERS_WRITE = ("users:write",)
+
 BUILTIN: tuple[Action, ...] = (
     Action("createUser", CreateUser, create_user, User,
-           Route("POST", "/users", 201, location=_user_location)),
+           Route("POST", "/users", 201, location=_user_location), roles=USERS_WRITE),
     Action("getUser", UserRef, get_user, User, Route("GET", "/users/<id>")),
     Action("listUsers", ListUsers, list_users, UserPage, Route("GET", "/users")),
-    Action("updateUser", UpdateUser, update_user, User, Route("PUT", "/users/<id>")),
-    Action("deleteUser", UserRef, delete_user, NoResult, Route("DELETE", "/users/<id>", 204)),
+    Action("updateUser", UpdateUser, update_user, User, Route("PUT", "/users/<id>"),
+           roles=USERS_WRITE),
+    Action("deleteUser", UserRef, delete_user, NoResult, Route("DELETE", "/users/<id>", 204),
+           roles=USERS_WRITE),
     Action("runJob", RunJob, run_job, JobDone, Route("POST", "/jobs")),
 )

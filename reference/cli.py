@@ -13,11 +13,14 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from reference import __version__
+from reference.actions import load_actions
 from reference.auth import JwtKeys, sign_token
 from reference.bootstrap import build, check_urls
 from reference.errors import ConfigError, ReferenceServiceError, StartupError
+from reference.policy import RolesPolicy
 from reference.settings import Settings
 
 log = logging.getLogger("reference")
@@ -160,20 +163,34 @@ async def _preflight(settings: Settings) -> None:
 def _announce(settings: Settings, keys: JwtKeys) -> None:
     base = f"http://{settings.host}:{settings.port}"
     mode = ("in-memory broker and store, worker in this process" if settings.all_memory
-            else f"broker {settings.broker_url}, store {settings.store_url}; run workers apart")
+            else f"broker {_redact(settings.broker_url)}, store {_redact(settings.store_url)}; "
+                 "run workers apart")
     _say(f"serving on {base} ({mode})")
     if keys.signing_key is None:
         _say("only a public key is configured: it verifies tokens but cannot sign one")
         return
-    demo = sign_token(keys, sub=DEMO_SUB, ttl_s=DEMO_TOKEN_TTL_S,
+    # Every role the policy names, so that the printed token can try every route.
+    roles = tuple(sorted(RolesPolicy.load(settings.roles_policy,
+                                          load_actions(settings.actions)).all_roles))
+    demo = sign_token(keys, sub=DEMO_SUB, ttl_s=DEMO_TOKEN_TTL_S, roles=roles,
                       audience=settings.jwt_audience, issuer=settings.jwt_issuer)
     note = " (made-up key: valid while this process runs)" if keys.ephemeral else ""
-    _say(f"token for sub={DEMO_SUB}, valid 24 h{note}:")
+    _say(f"token for sub={DEMO_SUB}, roles={','.join(roles) or '(none)'}, valid 24 h{note}:")
     print(demo, flush=True)
     _say("try:")
     print(f"curl -i -X POST {base}/users -H 'Authorization: Bearer {demo}' "
           f"-H 'Content-Type: application/json' "
           f"-d '{{\"name\": \"Hong Gildong\", \"email\": \"hong@example.com\"}}'", flush=True)
+
+
+def _redact(url: str) -> str:
+    """A URL as it may be printed: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --- worker -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from reference.actions import ActionRegistry, builtin
 from reference.clock import now_ms
 from reference.errors import BrokerUnavailable, StoreUnavailable
 from reference.messages import Principal, RequestMessage, encode
+from reference.policy import RolesPolicy
 from reference.ports import Completion, MessageBroker, ResultStore, Watch
 from reference.records import FAIL, QUEUED, ResultRecord
 
@@ -39,8 +40,10 @@ class Requester:
         result_ttl_s: float,
         request_timeout_s: float,
         actions: ActionRegistry | None = None,
+        policy: RolesPolicy | None = None,
     ) -> None:
         self.actions = actions if actions is not None else builtin()
+        self.policy = policy if policy is not None else RolesPolicy.defaults(self.actions)
         self._broker = broker
         self._results = results
         self._completion = completion

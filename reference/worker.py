@@ -35,6 +35,7 @@ from reference.errors import (
     ValidationFailed,
 )
 from reference.messages import RequestMessage, decode
+from reference.policy import RolesPolicy
 from reference.ports import Delivery, MessageBroker, ResultStore, Subscription, UserRepository
 from reference.records import FAIL, RUNNING, SUCCESS, ResultRecord
 
@@ -71,8 +72,10 @@ class CoreWorker:
         *,
         worker_id: str | None = None,
         actions: ActionRegistry | None = None,
+        policy: RolesPolicy | None = None,
     ) -> None:
         self._actions = actions if actions is not None else builtin()
+        self._policy = policy if policy is not None else RolesPolicy.defaults(self._actions)
         self._broker = broker
         self._results = results
         self._users = users
@@ -255,6 +258,7 @@ class CoreWorker:
             raise ValidationFailed(f"unsupported message version {message.version}",
                                    field="version")
         action = self._actions.lookup(message.action)
+        self._policy.check(action.name, message.principal)
         return action, action.parse_params(message.params)
 
     async def _begin(self, rid: str, running: ResultRecord) -> str:

@@ -31,6 +31,7 @@ from reference.errors import (
     ValidationFailed,
 )
 from reference.messages import Principal
+from reference.policy import RolesPolicy
 from reference.records import BAD_RECORD, MalformedRecord, ResultRecord
 from reference.requester import Requester, Waited
 from reference.settings import Settings
@@ -77,11 +78,13 @@ def create_app(
     app.ctx.settings = settings
     app.ctx.metrics = ApiMetrics()
     registry = services.actions if services is not None else load_actions(settings.actions)
+    policy = (services.roles if services is not None
+              else RolesPolicy.load(settings.roles_policy, registry))
 
     @app.before_server_start
     async def _start(app: App) -> None:
         owned = services is None
-        svc = build(settings, actions=registry) if owned else services
+        svc = build(settings, actions=registry, policy=policy) if owned else services
         assert svc is not None
         if owned:
             await svc.start()
@@ -108,7 +111,7 @@ def create_app(
 
     _install_middleware(app)
     _install_error_handlers(app)
-    _install_routes(app, registry)
+    _install_routes(app, registry, policy)
     for action in registry:
         if action.route is not None:
             _install_action_route(app, action, action.route)
@@ -351,8 +354,8 @@ def _answer(request: Request, action: Action, waited: Waited, route: Route,
 # --- routes -----------------------------------------------------------------------------------
 
 
-def _install_routes(app: App, registry: ActionRegistry) -> None:
-    document = orjson.dumps(build_document(registry))
+def _install_routes(app: App, registry: ActionRegistry, policy: RolesPolicy) -> None:
+    document = orjson.dumps(build_document(registry, policy))
 
     @app.get("/requests/<request_id>")
     async def read_request(request: Request, request_id: str) -> HTTPResponse:
@@ -431,7 +434,8 @@ def _params(request: Request, action: Action, route: Route,
 
 def _install_action_route(app: App, action: Action, route: Route) -> None:
     async def handler(request: Request, **path_args: str) -> HTTPResponse:
-        principal = _principal(request)  # 401 beats 400
+        principal = _principal(request)  # 401, then 403, then 400 and 422
+        request.app.ctx.requester.policy.check(action.name, principal)
         params = _params(request, action, route, path_args)
         return await _dispatch(request, principal, action, params, route)
 

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from reference import __version__
 from reference.actions import Action, ActionRegistry, NoResult
+from reference.policy import RolesPolicy
 
 REF = "#/components/schemas/{model}"
 
@@ -56,7 +57,8 @@ def _openapi_path(path: str) -> str:
                     for seg in path.split("/"))
 
 
-def _operation(action: Action, refs: dict[Any, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+def _operation(action: Action, refs: dict[Any, Any], schemas: dict[str, Any],
+               policy: RolesPolicy | None) -> dict[str, Any]:
     route = action.route
     assert route is not None
     doc = (action.summary or action.handler.__doc__ or action.name).strip()
@@ -67,9 +69,11 @@ def _operation(action: Action, refs: dict[Any, Any], schemas: dict[str, Any]) ->
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True,
          "schema": props.get(name, {"type": "string"})} for name in in_path]
+    needs = sorted(policy.required(action.name)) if policy is not None else list(action.roles)
+    description = doc + (f"\n\nNeeds the roles: {', '.join(needs)}." if needs else "")
     op: dict[str, Any] = {"operationId": action.name, "summary": doc.splitlines()[0],
-                          "description": doc, "security": [{"bearerAuth": []}],
-                          "tags": ["actions"]}
+                          "description": description, "security": [{"bearerAuth": []}],
+                          "tags": ["actions"], "x-roles": needs}
     if route.takes_body:
         op["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": refs[(action.params, "validation")]}}}
@@ -89,7 +93,9 @@ def _operation(action: Action, refs: dict[Any, Any], schemas: dict[str, Any]) ->
                                        "Location", "headers": {"Location": {"schema": {
                                            "type": "string"}}}}
     for status, text in (("400", "body is not JSON, or an unknown action"),
-                         ("401", "no valid token"), ("404", "not found"),
+                         ("401", "no valid token"),
+                         ("403", "the token lacks a role the action needs (forbidden)"),
+                         ("404", "not found"),
                          ("409", "conflict"), ("413", "body too large"),
                          ("422", "bad params (the field is named)"),
                          ("500", "internal error"), ("502", "a result record that breaks "
@@ -114,7 +120,8 @@ def _plain(summary: str, schema: dict[str, Any] | None = None, *,
     return op
 
 
-def build_document(registry: ActionRegistry) -> dict[str, Any]:
+def build_document(registry: ActionRegistry,
+                   policy: RolesPolicy | None = None) -> dict[str, Any]:
     routed = [a for a in registry if a.route is not None]
     models: list[tuple[type[BaseModel], Any]] = []
     for action in routed:
@@ -130,7 +137,7 @@ def build_document(registry: ActionRegistry) -> dict[str, Any]:
         assert action.route is not None
         path = _openapi_path(action.route.path)
         paths.setdefault(path, {})[action.route.method.lower()] = _operation(
-            action, refs, schemas)
+            action, refs, schemas, policy)
     paths["/requests/{request_id}"] = {"get": _plain(
         "The result record of a request you made", {"$ref": REF.format(model="Record")},
         secured=True, extra={"404": _error("unknown, expired, or not yours")})}

@@ -27,7 +27,8 @@ class Rig:
     memory: MemoryBackends
 
     async def publish(self, action: str, params: dict[str, Any], rid: str, **kw: Any) -> None:
-        message = RequestMessage(action, params, rid, principal=Principal("alice"), **kw)
+        principal = kw.pop("principal", Principal("alice", ("users:write",)))
+        message = RequestMessage(action, params, rid, principal=principal, **kw)
         await self.services.broker.publish(self.settings.queue, encode(message), message_id=rid)
 
     async def publish_raw(self, body: bytes) -> None:
