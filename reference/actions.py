@@ -77,12 +77,21 @@ Handler = Callable[[ActionContext, Any], Awaitable[Outcome]]
 class Route:
     """How HTTP reaches an action. `path` is Sanic's syntax (`/users/<id>`); path parameters
     and the JSON body (POST, PUT, PATCH) or the query string (GET, DELETE) together make the
-    params. `location` builds a Location header from the result (for 201)."""
+    params. `location` is a path template filled from the result for a Location header
+    (`"/users/{id}"`, for 201); OpenAPI links it to the operations on that path."""
 
     method: str
     path: str
     status: int = 200
-    location: Callable[[Any], str] | None = None
+    location: str | None = None
+
+    def location_of(self, result: Any) -> str | None:
+        if self.location is None or not isinstance(result, dict):
+            return None
+        try:
+            return self.location.format_map(result)
+        except (KeyError, ValueError, IndexError):
+            return None
 
     @property
     def takes_body(self) -> bool:

@@ -158,15 +158,11 @@ async def run_job(ctx: ActionContext, p: RunJob) -> Outcome:
                    {"duration_ms": p.duration_ms, "steps": p.steps})
 
 
-def _user_location(result: Any) -> str:
-    return f"/users/{result['id']}"
-
-
 USERS_WRITE = ("users:write",)
 
 BUILTIN: tuple[Action, ...] = (
     Action("createUser", CreateUser, create_user, User,
-           Route("POST", "/users", 201, location=_user_location), roles=USERS_WRITE),
+           Route("POST", "/users", 201, location="/users/{id}"), roles=USERS_WRITE),
     Action("getUser", UserRef, get_user, User, Route("GET", "/users/<id>")),
     Action("listUsers", ListUsers, list_users, UserPage, Route("GET", "/users")),
     Action("updateUser", UpdateUser, update_user, User, Route("PUT", "/users/<id>"),

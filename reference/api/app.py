@@ -21,7 +21,7 @@ from sanic_ext import Extend
 from reference.actions import Action, ActionRegistry, Route, load_actions
 from reference.api.http_errors import STATUS_BY_CODE, error_body, status_for
 from reference.api.metrics import CONTENT_TYPE, ApiMetrics
-from reference.api.openapi import SWAGGER_PAGE, build_document
+from reference.api.openapi import build_document, render_docs
 from reference.bootstrap import Services, build
 from reference.errors import (
     AuthError,
@@ -346,8 +346,9 @@ def _answer(request: Request, action: Action, waited: Waited, route: Route,
         return _json(body, status, headers)
     if route.status == 204:
         return empty(204, headers=headers)
-    if route.location is not None:
-        headers["Location"] = route.location(record.result)
+    where = route.location_of(record.result)
+    if where is not None:
+        headers["Location"] = where
     return _json(record.result, route.status, headers)
 
 
@@ -355,7 +356,9 @@ def _answer(request: Request, action: Action, waited: Waited, route: Route,
 
 
 def _install_routes(app: App, registry: ActionRegistry, policy: RolesPolicy) -> None:
-    document = orjson.dumps(build_document(registry, policy))
+    spec = build_document(registry, policy)
+    document = orjson.dumps(spec)
+    docs_page = render_docs(spec).encode()
 
     @app.get("/requests/<request_id>")
     async def read_request(request: Request, request_id: str) -> HTTPResponse:
@@ -407,8 +410,8 @@ def _install_routes(app: App, registry: ActionRegistry, policy: RolesPolicy) -> 
 
     @app.get("/docs")
     async def docs(request: Request) -> HTTPResponse:
-        """Swagger UI on /openapi.json."""
-        return raw(SWAGGER_PAGE.encode(), content_type="text/html; charset=utf-8")
+        """The API's documentation, one self-contained page (works offline)."""
+        return raw(docs_page, content_type="text/html; charset=utf-8")
 
 
 def _params(request: Request, action: Action, route: Route,

@@ -7,6 +7,8 @@ shows is what the API and the worker validate with.
 
 from __future__ import annotations
 
+import html
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -57,8 +59,21 @@ def _openapi_path(path: str) -> str:
                     for seg in path.split("/"))
 
 
+def _links(location: str, registry: ActionRegistry) -> dict[str, Any]:
+    """OpenAPI links from a result with a Location template to the operations on that path,
+    their path parameters taken from the result's body (stateful testing follows them)."""
+    links: dict[str, Any] = {}
+    for other in registry:
+        if other.route is None or _openapi_path(other.route.path) != location:
+            continue
+        params = {name: f"$response.body#/{name}" for name in _path_names(other.route.path)}
+        links[other.name[:1].upper() + other.name[1:]] = {"operationId": other.name,
+                                                          "parameters": params}
+    return links
+
+
 def _operation(action: Action, refs: dict[Any, Any], schemas: dict[str, Any],
-               policy: RolesPolicy | None) -> dict[str, Any]:
+               policy: RolesPolicy | None, registry: ActionRegistry) -> dict[str, Any]:
     route = action.route
     assert route is not None
     doc = (action.summary or action.handler.__doc__ or action.name).strip()
@@ -89,6 +104,12 @@ def _operation(action: Action, refs: dict[Any, Any], schemas: dict[str, Any],
         schema = {} if action.result is None else refs[(action.result, "serialization")]
         responses[str(route.status)] = {"description": "the action's result",
                                         "content": {"application/json": {"schema": schema}}}
+        if route.location is not None:
+            responses[str(route.status)]["headers"] = {"Location": {"schema": {
+                "type": "string"}, "description": "where the new resource is"}}
+            links = _links(route.location, registry)
+            if links:
+                responses[str(route.status)]["links"] = links
     responses["202"] = {"description": "queued (with `Prefer: respond-async`); read it at "
                                        "Location", "headers": {"Location": {"schema": {
                                            "type": "string"}}}}
@@ -137,7 +158,7 @@ def build_document(registry: ActionRegistry,
         assert action.route is not None
         path = _openapi_path(action.route.path)
         paths.setdefault(path, {})[action.route.method.lower()] = _operation(
-            action, refs, schemas, policy)
+            action, refs, schemas, policy, registry)
     paths["/requests/{request_id}"] = {"get": _plain(
         "The result record of a request you made", {"$ref": REF.format(model="Record")},
         secured=True, extra={"404": _error("unknown, expired, or not yours")})}
@@ -163,11 +184,42 @@ def build_document(registry: ActionRegistry,
     }
 
 
-SWAGGER_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>reference API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
-<body><div id="ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-</body></html>
-"""
+def render_docs(document: dict[str, Any]) -> str:
+    """The document as one self-contained HTML page (no scripts, no assets from elsewhere):
+    each operation with its parameters, body and answers, then the schemas."""
+    def esc(text: Any) -> str:
+        return html.escape(str(text), quote=True)
+
+    def schema_text(schema: Any) -> str:
+        return esc(json.dumps(schema, indent=2, sort_keys=True))
+
+    info = document["info"]
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(info['title'])} API"
+           "</title><style>body{font-family:sans-serif;max-width:60em;margin:auto;padding:1em}"
+           "pre{background:#f4f4f4;padding:.5em;overflow:auto}code{background:#f4f4f4}"
+           "h3{border-top:1px solid #ccc;padding-top:.5em}</style></head><body>",
+           f"<h1>{esc(info['title'])} {esc(info['version'])}</h1>",
+           f"<p>{esc(info.get('description', ''))}</p>",
+           "<p>The machine-readable document: <a href='/openapi.json'>/openapi.json</a>"
+           " (OpenAPI 3.1). Routes marked with a lock need <code>Authorization: Bearer "
+           "&lt;JWT&gt;</code>.</p>"]
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            lock = " &#128274;" if op.get("security") else ""
+            out.append(f"<h3><code>{esc(method.upper())} {esc(path)}</code>{lock}</h3>")
+            out.append(f"<p>{esc(op.get('description') or op.get('summary', ''))}</p>")
+            for param in op.get("parameters", []):
+                out.append(f"<p>{esc(param['in'])} parameter <code>{esc(param['name'])}</code>"
+                           f"{' (required)' if param.get('required') else ''}:</p>"
+                           f"<pre>{schema_text(param.get('schema', {}))}</pre>")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                out.append(f"<p>JSON body:</p><pre>{schema_text(body['schema'])}</pre>")
+            answers = ", ".join(f"{esc(code)} {esc(r.get('description', ''))}"
+                                for code, r in op.get("responses", {}).items())
+            out.append(f"<p>Answers: {answers}</p>")
+    out.append("<h2>Schemas</h2>")
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        out.append(f"<h3 id='{esc(name)}'>{esc(name)}</h3><pre>{schema_text(schema)}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out)
