@@ -18,6 +18,7 @@ import httpx
 
 from reference.actions import Action, ActionRegistry, load_actions
 from reference.api import create_app
+from reference.api.protocol import BoundedHttpProtocol
 from reference.auth import sign_token
 from reference.bootstrap import MemoryBackends, Services, build
 from reference.settings import Settings
@@ -113,7 +114,8 @@ async def running_pipeline(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = await app.create_server(sock=sock, return_asyncio_server=True)
+    server = await app.create_server(sock=sock, return_asyncio_server=True,
+                                     protocol=BoundedHttpProtocol)
     assert server is not None
     await server.startup()
     await server.before_start()

@@ -51,6 +51,7 @@ class Settings:
     running_ttl_s: float = 600.0
     claim_ttl_s: float = 10.0
     max_body_bytes: int = 1024 * 1024
+    client_timeout_s: float = 10.0  # a request's headers and body must arrive within this
     completion: str = "poll"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -71,7 +72,7 @@ class Settings:
             )
         for name in ("request_timeout_s", "poll_interval_ms", "safety_poll_ms", "result_ttl_s",
                      "claim_ttl_s", "running_ttl_s", "connect_timeout_s", "shutdown_timeout_s",
-                     "jwt_jwks_refresh_s"):
+                     "jwt_jwks_refresh_s", "client_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name in ("max_body_bytes", "concurrency", "delivery_limit"):
@@ -166,6 +167,7 @@ _ENV = tuple(
         ("RUNNING_TTL_S", "running_ttl_s", _FLOAT),
         ("CLAIM_TTL_S", "claim_ttl_s", _FLOAT),
         ("MAX_BODY_BYTES", "max_body_bytes", _INT),
+        ("CLIENT_TIMEOUT_S", "client_timeout_s", _FLOAT),
         ("COMPLETION", "completion", _TEXT),
         ("HOST", "host", _TEXT),
         ("PORT", "port", _INT),
