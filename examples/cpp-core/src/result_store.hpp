@@ -1,0 +1,45 @@
+// Result records and work claims in Redis, with the key layout of adapters/redis_results.py:
+//   <prefix><request_id>          the record (JSON)
+//   <prefix>final:<request_id>    the finality marker, set with the final record
+//   <prefix>claim:<request_id>    the claim: the holder's worker id, with a short expiry
+//   <prefix>starts:<request_id>   how often the request was claimed afresh
+// and finals announced on the channel <prefix>reference:finals.
+#pragma once
+
+#include <string>
+
+#include "record.hpp"
+#include "redis_client.hpp"
+
+class ResultStore {
+public:
+    ResultStore(RedisClient& redis, std::string key_prefix);
+
+    // Claim the request and write Running: "started", or "final", "held", "exhausted".
+    std::string begin(const std::string& rid, const std::string& holder, const ResultRecord& running,
+                      double claim_ttl_s, double running_ttl_s, int start_limit,
+                      double starts_ttl_s);
+    // A final record goes through the finish script (never overwriting a final one), any
+    // other through the progress script (never over a final one). True when written.
+    bool put(const std::string& rid, const ResultRecord& record, double ttl_s);
+    // The holder's final record; releases its claim.
+    bool finish(const std::string& rid, const std::string& holder, const ResultRecord& final_record,
+                double ttl_s);
+    bool renew_claim(const std::string& rid, const std::string& holder, double ttl_s);
+    void release_claim(const std::string& rid, const std::string& holder);
+
+private:
+    bool write_final(const std::string& rid, const ResultRecord& final_record, double ttl_s,
+                     bool release_claim);
+    std::string key(const std::string& rid) const { return prefix_ + rid; }
+    std::string marker_key(const std::string& rid) const { return prefix_ + "final:" + rid; }
+    std::string claim_key(const std::string& rid) const { return prefix_ + "claim:" + rid; }
+    std::string starts_key(const std::string& rid) const { return prefix_ + "starts:" + rid; }
+    std::string finals_channel() const { return prefix_ + "reference:finals"; }
+
+    RedisClient& redis_;
+    std::string prefix_;
+};
+
+// Seconds as the scripts' milliseconds: max(1, int(seconds * 1000)), as the Python core.
+std::string ttl_ms(double seconds);
