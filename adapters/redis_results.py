@@ -9,64 +9,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from reference.adapters.lua_scripts import lua
 from reference.adapters.redis_errors import redis_call, unavailable
 from reference.records import MalformedRecord, ResultRecord
 
 # A final record is never overwritten. Finality is kept in a marker key beside the record
 # (`<prefix>final:<request_id>`), set with NX in the same script that writes the final record,
 # so that no write has to read the record itself to know.
-
-# KEYS: record, marker, claim   ARGV: json, ttl ms, channel, request_id, release claim ('1'/'')
-_FINISH = """
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-if ARGV[5] == '1' then redis.call('DEL', KEYS[3]) end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 1
-"""
-
-# KEYS: record, marker   ARGV: json, ttl ms
-_PROGRESS = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
-# Every time a request is claimed afresh (not re-entered by its holder) its start count goes
-# up; past the limit it is not started again. This is the delivery bound that holds on any
-# queue type: a message whose processing kills its worker is claimed anew each time.
-# KEYS: record, marker, claim, starts
-# ARGV: holder, claim ms, running json, running ttl ms, start limit, starts ttl ms
-_BEGIN = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return 'final' end
-local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[1] then return 'held' end
-if not holder then
-  local starts = redis.call('INCR', KEYS[4])
-  redis.call('PEXPIRE', KEYS[4], ARGV[6])
-  if starts > tonumber(ARGV[5]) then return 'exhausted' end
-end
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
-return 'started'
-"""
-
-_RENEW_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# A released claim is a hand-back (shutdown, outage), not a death: the start it counted is
-# taken back, so that only claims that ended without a release spend the delivery bound.
-# KEYS: claim, starts   ARGV: holder
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DECR', KEYS[2]) end
-return 1
-"""
 
 SUBSCRIBE_TIMEOUT_S = 5.0
 
@@ -83,11 +32,11 @@ class RedisResultStore:
     def __init__(self, client: Redis, *, key_prefix: str = "") -> None:
         self._redis = client
         self._prefix = key_prefix
-        self._finish = client.register_script(_FINISH)
-        self._progress = client.register_script(_PROGRESS)
-        self._begin = client.register_script(_BEGIN)
-        self._renew = client.register_script(_RENEW_CLAIM)
-        self._release = client.register_script(_RELEASE_CLAIM)
+        self._finish = client.register_script(lua("finish"))
+        self._progress = client.register_script(lua("progress"))
+        self._begin = client.register_script(lua("begin"))
+        self._renew = client.register_script(lua("renew_claim"))
+        self._release = client.register_script(lua("release_claim"))
 
     def _key(self, request_id: str) -> str:
         return self._prefix + request_id

@@ -10,47 +10,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from reference.adapters.lua_scripts import lua
 from reference.adapters.redis_errors import redis_call
 from reference.domain import User
 from reference.errors import Conflict, NotFound
-
-# KEYS: next_id, ids, by_request, by_email   ARGV: name, email, user key prefix, dedupe ttl ms
-_CREATE = """
-local done = redis.call('GET', KEYS[3])
-if done then return {1, tonumber(done)} end
-if redis.call('EXISTS', KEYS[4]) == 1 then return {0} end
-local id = redis.call('INCR', KEYS[1])
-redis.call('HSET', ARGV[3] .. id, 'name', ARGV[1], 'email', ARGV[2])
-redis.call('SET', KEYS[4], id)
-redis.call('ZADD', KEYS[2], id, id)
-redis.call('SET', KEYS[3], id, 'PX', ARGV[4])
-return {2, id}
-"""
-
-# KEYS: user   ARGV: new name or '', new email or '', email key prefix, id
-_UPDATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-local cur = redis.call('HMGET', KEYS[1], 'name', 'email')
-local name, email = cur[1], cur[2]
-if ARGV[1] ~= '' then name = ARGV[1] end
-if ARGV[2] ~= '' and ARGV[2] ~= email then
-  if redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 1 then return {-1} end
-  redis.call('DEL', ARGV[3] .. email)
-  redis.call('SET', ARGV[3] .. ARGV[2], ARGV[4])
-  email = ARGV[2]
-end
-redis.call('HSET', KEYS[1], 'name', name, 'email', email)
-return {1, name, email}
-"""
-
-# KEYS: user, ids   ARGV: email key prefix, id
-_DELETE = """
-local email = redis.call('HGET', KEYS[1], 'email')
-if not email then return 0 end
-redis.call('DEL', KEYS[1], ARGV[1] .. email)
-redis.call('ZREM', KEYS[2], ARGV[2])
-return 1
-"""
 
 DEDUPE_TTL_MS = 7 * 24 * 3600 * 1000  # longer than any redelivery could take
 
@@ -68,9 +31,9 @@ class RedisUserRepository:
         self._user_prefix = ns + "u:"
         self._email_prefix = ns + "email:"
         self._request_prefix = ns + "req:"
-        self._create = client.register_script(_CREATE)
-        self._update = client.register_script(_UPDATE)
-        self._delete = client.register_script(_DELETE)
+        self._create = client.register_script(lua("create_user"))
+        self._update = client.register_script(lua("update_user"))
+        self._delete = client.register_script(lua("delete_user"))
 
     async def create(self, name: str, email: str, *, request_id: str) -> User:
         keys = [self._next_id, self._ids, self._request_prefix + request_id,
