@@ -12,6 +12,11 @@ aiormq, pamqp or the event loop raise while we publish, settle, consume or decla
 raises RuntimeError on a closed transport) becomes BrokerUnavailable, except the few answers
 that mean something else (a returned message is Unroutable, a queue with other arguments is a
 QueueMismatch).
+
+amqps:// uses the one SSLContext of `adapters.tls` (REFERENCE_TLS_*; the server's certificate
+and hostname are always verified). A TLS failure that retrying cannot mend (certificate verify
+failed, client certificate refused) ends `connect()` at start-up with one TlsStartupError line
+instead of retries; after the first connection it is an outage like any other.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 from pamqp import commands as spec
 
+from reference.adapters import tls
 from reference.backoff import Backoff, keep_running, stop_task
 from reference.errors import (
     BrokerUnavailable,
@@ -49,6 +57,22 @@ HEARTBEAT_S = 5
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
 RECONNECT_WAIT_S = 1.0  # how long a call waits for a reconnect that is under way
+AMQPS_PORT = 5671
+# aiormq's own URL options for TLS; ours come from REFERENCE_TLS_* (adapters.tls) only.
+AIORMQ_TLS_QUERY = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
+
+
+class _NoTransportErrorRecords(logging.Filter):
+    """aiormq logs every failed connect attempt at ERROR ("error when creating transport");
+    we map the failure (BrokerUnavailable, or one TlsStartupError line) and log it ourselves,
+    so drop that record rather than print a second account of it (to stderr, through
+    logging's last resort, when the application configured no handler for aiormq)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_NoTransportErrorRecords())
 
 
 def _unavailable(exc: BaseException) -> BrokerUnavailable:
@@ -67,8 +91,6 @@ async def _amqp(call: Any) -> Any:
 
 def _with_heartbeat(url: str) -> str:
     """The URL with `heartbeat=HEARTBEAT_S` added to its query, unless it sets one itself."""
-    from urllib.parse import parse_qsl, urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if any(name == "heartbeat" for name, _ in parse_qsl(parts.query, keep_blank_values=True)):
         return url
@@ -163,8 +185,13 @@ class _RabbitConsumer:
 
 
 class RabbitMQBroker:
-    def __init__(self, url: str, *, queue_type: str = "classic", delivery_limit: int = 5) -> None:
+    def __init__(self, url: str, *, queue_type: str = "classic", delivery_limit: int = 5,
+                 ssl_context: ssl.SSLContext | None = None,
+                 settings: Settings | None = None) -> None:
         self._url = url
+        self._ssl_context = ssl_context  # amqps:// only; aiormq's own defaults when None
+        self._settings = settings or Settings()  # for the TLS start-up message
+        self._ever_connected = False
         self._queue_type = queue_type
         self._delivery_limit = delivery_limit
         self._conn: AbstractConnection | None = None
@@ -189,7 +216,16 @@ class RabbitMQBroker:
                 keep_running(self._supervise, name="rabbitmq reconnect",
                              backoff=Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)),
                 name="rabbitmq-reconnect")
-        await self._connection(force=True)
+        try:
+            await self._connection(force=True)
+        except BrokerUnavailable as exc:
+            fatal = (None if self._ever_connected else tls.handshake_failure(
+                exc, server=f"rabbitmq at {tls.server_name(self._url, AMQPS_PORT)}",
+                settings=self._settings))
+            if fatal is None:
+                raise
+            await self.close()  # stop the supervisor too: nothing will retry this
+            raise fatal from None
 
     async def close(self) -> None:
         self._closed = True
@@ -229,13 +265,15 @@ class RabbitMQBroker:
             if not force and now < self._retry_at:
                 raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
             try:
-                conn = await asyncio.wait_for(aiormq.connect(_with_heartbeat(self._url)),
-                                              CONNECT_TIMEOUT_S)
+                conn = await asyncio.wait_for(
+                    aiormq.connect(_with_heartbeat(self._url), context=self._ssl_context),
+                    CONNECT_TIMEOUT_S)
                 await self._restore_consumers(conn)
             except Exception as exc:  # aiormq can fail a handshake with StopAsyncIteration too
                 self._retry_at = now + self._backoff.next()
                 raise _unavailable(exc) from exc
             self._conn, self._publisher, self._utility = conn, None, None
+            self._ever_connected = True
             self._backoff.reset()
             return conn
 
@@ -365,5 +403,10 @@ def _reply_text(exc: BaseException) -> str:
 
 
 def rabbitmq_broker(settings: Settings, memory: Any) -> RabbitMQBroker:
+    context = None
+    if urlsplit(settings.broker_url).scheme == "amqps":
+        tls.reject_url_options(settings.broker_url, AIORMQ_TLS_QUERY)
+        context = tls.client_context(settings)
     return RabbitMQBroker(settings.broker_url, queue_type=settings.queue_type,
-                          delivery_limit=settings.quorum_delivery_limit)
+                          delivery_limit=settings.quorum_delivery_limit, ssl_context=context,
+                          settings=settings)

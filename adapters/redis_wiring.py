@@ -10,20 +10,33 @@ Detection bounds for a link that goes silent without closing (packets dropped, n
   pings, and if no reply at all comes within PUBSUB_REPLY_TIMEOUT_S more, the read raises
   redis TimeoutError and drops the connection. A subscriber that keeps reading notices a silent
   link within PUBSUB_HEALTH_CHECK_S + PUBSUB_REPLY_TIMEOUT_S.
+
+rediss:// uses the one SSLContext of `adapters.tls` (REFERENCE_TLS_*; the server's certificate
+and hostname are always verified), shared by every connection of the pool (redis-py would
+otherwise build one per connection from file names). A TLS failure that retrying cannot mend
+(certificate verify failed, client certificate refused) ends the start-up PING with one
+TlsStartupError line instead of retries; after the first PING answered it is an outage like
+any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import ssl
+from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.connection import SSLConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from reference.adapters import tls
 from reference.adapters.redis_results import RedisResultStore
 from reference.adapters.redis_users import RedisUserRepository
+from reference.errors import StoreUnavailable
 from reference.settings import Settings
 
 POOL_TIMEOUT_S = 5.0
@@ -31,6 +44,7 @@ SOCKET_TIMEOUT_S = 2.0  # a command's reply (and a connection's handshake) must 
 HEALTH_CHECK_S = 30  # a pooled connection idle this long is PINGed before its next command
 PUBSUB_HEALTH_CHECK_S = 2.0  # a subscription quiet this long sends a PING...
 PUBSUB_REPLY_TIMEOUT_S = 2.0  # ...and hears something back within this, or is lost
+REDISS_PORT = 6379
 
 
 class _WatchedPubSub(PubSub):
@@ -113,7 +127,22 @@ class WatchedRedis(Redis):
                               **kwargs)
 
 
-def redis_client(url: str, *, max_connections: int) -> Redis:
+class _TlsConnection(SSLConnection):
+    """A rediss:// connection that uses the SSLContext it is given (one for the whole pool)."""
+
+    def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tls_context = tls_context
+
+    def _connection_arguments(self) -> Mapping[str, Any]:
+        # asyncio.open_connection: server_hostname defaults to host, so it is verified.
+        return {"host": self.host, "port": self.port, "ssl": self.tls_context}
+
+
+def redis_client(url: str, *, max_connections: int,
+                 ssl_context: ssl.SSLContext | None = None) -> Redis:
+    """A client on a blocking pool for `url`. rediss:// connections use `ssl_context`
+    (`adapters.tls.client_context`), by default one that trusts the system trust store."""
     # A blocking pool waits for a free connection instead of failing under load.
     pool = BlockingConnectionPool.from_url(
         url,
@@ -123,7 +152,33 @@ def redis_client(url: str, *, max_connections: int) -> Redis:
         socket_connect_timeout=SOCKET_TIMEOUT_S,
         health_check_interval=HEALTH_CHECK_S,
     )
+    if pool.connection_class is SSLConnection:  # rediss://
+        pool.connection_class = _TlsConnection
+        pool.connection_kwargs["tls_context"] = ssl_context or tls.client_context(Settings())
     return WatchedRedis(connection_pool=pool)
+
+
+class _TlsRedisResultStore(RedisResultStore):
+    """The result store on rediss://: until a PING has been answered once, a TLS failure that
+    retrying cannot mend is one TlsStartupError line (see adapters.tls)."""
+
+    def __init__(self, client: Redis, *, key_prefix: str, server: str,
+                 settings: Settings) -> None:
+        super().__init__(client, key_prefix=key_prefix)
+        self._server = server
+        self._settings = settings
+        self._reached = False
+
+    async def ping(self) -> None:
+        try:
+            await super().ping()
+        except StoreUnavailable as exc:
+            fatal = (None if self._reached else
+                     tls.handshake_failure(exc, server=self._server, settings=self._settings))
+            if fatal is None:
+                raise
+            raise fatal from None
+        self._reached = True
 
 
 def pool_size(settings: Settings) -> int:
@@ -131,8 +186,19 @@ def pool_size(settings: Settings) -> int:
 
 
 def redis_stores(settings: Settings, memory: Any) -> tuple[RedisResultStore, RedisUserRepository]:
-    client = redis_client(settings.store_url, max_connections=pool_size(settings))
+    url = settings.store_url
+    results: RedisResultStore
+    if urlsplit(url).scheme == "rediss":
+        tls.reject_url_options(url, (), prefix="ssl")
+        client = redis_client(url, max_connections=pool_size(settings),
+                              ssl_context=tls.client_context(settings))
+        results = _TlsRedisResultStore(
+            client, key_prefix=settings.key_prefix, settings=settings,
+            server=f"redis at {tls.server_name(url, REDISS_PORT)}")
+    else:
+        client = redis_client(url, max_connections=pool_size(settings))
+        results = RedisResultStore(client, key_prefix=settings.key_prefix)
     return (
-        RedisResultStore(client, key_prefix=settings.key_prefix),
+        results,
         RedisUserRepository(client, namespace=settings.key_prefix + "reference:users:"),
     )

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.real
 
 
 def auth(sub: str = "alice") -> dict[str, str]:
-    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
+    token = jwt.encode({"sub": sub, "exp": int(time.time()) + 600, "roles": ["users:write"]},
+                       SECRET, algorithm="HS256")
     return {"Authorization": f"Bearer {token}"}
 
 

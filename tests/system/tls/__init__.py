@@ -1,0 +1,1 @@
+"""Throwaway TLS endpoints on loopback for the TLS tests: certificates, Redis, RabbitMQ."""
