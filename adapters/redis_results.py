@@ -52,6 +52,11 @@ class RedisResultStore:
     def finals_channel(self) -> str:
         return f"{self._prefix}reference:finals"
 
+    @property
+    def updates_channel(self) -> str:
+        """Where BEGIN and PROGRESS announce each Running write (the payload: request_id)."""
+        return f"{self._prefix}reference:updates"
+
     def _claim_key(self, request_id: str) -> str:
         return f"{self._prefix}claim:{request_id}"
 
@@ -75,7 +80,7 @@ class RedisResultStore:
             return await self._write_final(request_id, record, ttl_s, holder=None)
         keys = [self._key(request_id), self._marker_key(request_id)]
         return bool(await redis_call("progress script", self._progress(
-            keys=keys, args=[record.to_json(), _ms(ttl_s)])))
+            keys=keys, args=[record.to_json(), _ms(ttl_s), self.updates_channel, request_id])))
 
     async def begin(self, request_id: str, holder: str, running: ResultRecord, *,
                     claim_ttl_s: float, running_ttl_s: float, start_limit: int = 5,
@@ -84,7 +89,7 @@ class RedisResultStore:
                 self._claim_key(request_id), self._starts_key(request_id)]
         args: list[str | bytes | int] = [
             holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s), start_limit,
-            _ms(starts_ttl_s)]
+            _ms(starts_ttl_s), self.updates_channel, request_id]
         state = await redis_call("begin script", self._begin(keys=keys, args=args))
         return state.decode() if isinstance(state, bytes) else str(state)
 
@@ -122,15 +127,24 @@ class RedisResultStore:
         await redis_call("release script", self._release(keys=keys, args=[holder]))
 
     async def subscribe_finals(self) -> RedisFinalsSubscription:
+        return await self._subscribe(self.finals_channel)
+
+    async def subscribe_updates(self) -> RedisFinalsSubscription:
+        """Notices of every record change after Queued: Running writes (the updates channel)
+        and final ones (the finals channel), on one connection."""
+        return await self._subscribe(self.updates_channel, self.finals_channel)
+
+    async def _subscribe(self, *channels: str) -> RedisFinalsSubscription:
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self.finals_channel)
-            # Return only once Redis confirmed the subscription.
+            await pubsub.subscribe(*channels)
+            # Return only once Redis confirmed every subscription.
+            confirmed = 0
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
-                while True:
+                while confirmed < len(channels):
                     message = await pubsub.get_message(timeout=SUBSCRIBE_TIMEOUT_S)
                     if message is not None and message["type"] == "subscribe":
-                        break
+                        confirmed += 1
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -143,7 +157,8 @@ class RedisResultStore:
 
 
 class RedisFinalsSubscription:
-    """One Redis pub/sub subscription to the finals channel."""
+    """One Redis pub/sub connection subscribed to the finals channel (and, for
+    `subscribe_updates`, the updates channel): each notice is a request id."""
 
     def __init__(self, pubsub: Any) -> None:
         self._pubsub = pubsub

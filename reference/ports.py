@@ -122,6 +122,11 @@ class ResultStore(Protocol):
         """Subscribe to final-record notices; subscribed when this returns."""
         ...
 
+    async def subscribe_updates(self) -> FinalsSubscription:
+        """Subscribe to the notices of every record write after Queued: each Running write
+        (BEGIN's start, each PROGRESS) and each final record; subscribed when this returns."""
+        ...
+
 
 class UserRepository(Protocol):
     """The example domain's users: integer ids, unique emails."""
@@ -162,7 +167,8 @@ class Completion(Protocol):
 
 
 class FinalsSubscription(Protocol):
-    """Notices of request ids whose final record was just written."""
+    """Notices of request ids whose record was just written: final records only (from
+    `subscribe_finals`), or every write after Queued (from `subscribe_updates`)."""
 
     async def next(self, timeout_s: float) -> str | None:
         """The next request id, or None when nothing came within `timeout_s`."""

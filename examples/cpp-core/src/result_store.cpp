@@ -18,14 +18,14 @@ std::string ResultStore::begin(const std::string& rid, const std::string& holder
     RedisReply state = redis_.eval(
         kBeginScript, {key(rid), marker_key(rid), claim_key(rid), starts_key(rid)},
         {holder, ttl_ms(claim_ttl_s), running.to_json(), ttl_ms(running_ttl_s),
-         std::to_string(start_limit), ttl_ms(starts_ttl_s)});
+         std::to_string(start_limit), ttl_ms(starts_ttl_s), updates_channel(), rid});
     return state.text;
 }
 
 bool ResultStore::put(const std::string& rid, const ResultRecord& record, double ttl_s) {
     if (record.is_final()) return write_final(rid, record, ttl_s, false);
-    RedisReply written =
-        redis_.eval(kProgressScript, {key(rid), marker_key(rid)}, {record.to_json(), ttl_ms(ttl_s)});
+    RedisReply written = redis_.eval(kProgressScript, {key(rid), marker_key(rid)},
+                                     {record.to_json(), ttl_ms(ttl_s), updates_channel(), rid});
     return written.integer != 0;
 }
 

@@ -3,7 +3,8 @@
 //   <prefix>final:<request_id>    the finality marker, set with the final record
 //   <prefix>claim:<request_id>    the claim: the holder's worker id, with a short expiry
 //   <prefix>starts:<request_id>   how often the request was claimed afresh
-// and finals announced on the channel <prefix>reference:finals.
+// with each Running write (BEGIN's start, PROGRESS) announced on <prefix>reference:updates
+// and each final record on <prefix>reference:finals (the payload: the request id).
 #pragma once
 
 #include <string>
@@ -36,6 +37,7 @@ private:
     std::string claim_key(const std::string& rid) const { return prefix_ + "claim:" + rid; }
     std::string starts_key(const std::string& rid) const { return prefix_ + "starts:" + rid; }
     std::string finals_channel() const { return prefix_ + "reference:finals"; }
+    std::string updates_channel() const { return prefix_ + "reference:updates"; }
 
     RedisClient& redis_;
     std::string prefix_;
