@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import CoreSchema
 
 from reference.actions import Action, ActionContext, NoResult, Outcome, Route
 from reference.errors import JobFailed
@@ -45,11 +56,81 @@ def _cursor(value: str) -> str:
     return str(int(value))
 
 
+# --- what the validators accept, as JSON Schema (pydantic's own schema would say less) ------
+
+
+@dataclass(frozen=True)
+class Documented:
+    """Annotated metadata: the JSON Schema of a type whose validators say more than
+    pydantic can tell (made when a schema is asked for, not at import)."""
+
+    make: Callable[[], dict[str, Any]]
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return self.make()
+
+
+# Unicode White_Space, what pydantic's strip_whitespace removes (not U+001C..U+001F).
+_WHITE_SPACE = [(0x09, 0x0D), (0x20, 0x20), (0x85, 0x85), (0xA0, 0xA0), (0x1680, 0x1680),
+                (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F),
+                (0x3000, 0x3000)]
+
+
+def _ranges(points: list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for cp in sorted(set(points)):
+        if out and cp == out[-1][1] + 1:
+            out[-1] = (out[-1][0], cp)
+        else:
+            out.append((cp, cp))
+    return out
+
+
+def _class(ranges: list[tuple[int, int]]) -> str:
+    def esc(cp: int) -> str:
+        return f"\\u{cp:04X}" if cp <= 0xFFFF else f"\\U{cp:08X}"
+    return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
+
+
+@cache
+def _trimmed_text_pattern(max_length: int) -> str:
+    """Strings that are 1 to `max_length` characters after trimming White_Space, none of them
+    a control or format character. (Surrogates need no mention: a JSON text with a lone one
+    is not JSON to the API, a 400.)"""
+    space = [cp for a, b in _WHITE_SPACE for cp in range(a, b + 1)]
+    bad = [cp for cp in range(0x110000)
+           if unicodedata.category(chr(cp)) in _UNPRINTABLE - {"Cs"}]
+    ws, no_bad = _class(_ranges(space)), _class(_ranges(bad))
+    edge = _class(_ranges(space + bad))
+    return f"^[{ws}]*[^{edge}](?:[^{no_bad}]{{0,{max_length - 2}}}[^{edge}])?[{ws}]*$"
+
+
+_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion", "test")  # email-validator's
+
+
+def _email_schema() -> dict[str, Any]:
+    names = "|".join("".join(f"[{c}{c.upper()}]" for c in name) for name in _SPECIAL_USE)
+    return {"type": "string", "format": "email", "maxLength": 254,
+            "pattern": f"^(?!.*[.@](?:{names})\\s*$)",
+            "description": "stored trimmed and lower-cased; unique. Checked by email-validator "
+                           "(syntax, no DNS): special-use domains (.test, .local, .invalid, "
+                           ".localhost, .onion, .arpa) are refused."}
+
+
+def _name_schema() -> dict[str, Any]:
+    return {"type": "string", "pattern": _trimmed_text_pattern(200),
+            "description": "1 to 200 characters after trimming white space; no control or "
+                           "format characters"}
+
+
 UserId = Annotated[int, Field(ge=1, le=MAX_USER_ID, description="a user id")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-                 AfterValidator(_printable)]
+                 AfterValidator(_printable), Documented(_name_schema)]
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=254),
-                  AfterValidator(_email)]
+                  AfterValidator(_email), Documented(_email_schema)]
+Cursor = Annotated[str, AfterValidator(_cursor), Documented(lambda: {
+    "type": "string", "pattern": f"^[0-9]{{1,{MAX_CURSOR_DIGITS}}}$"})]
 
 
 # --- params -----------------------------------------------------------------------------------
@@ -57,7 +138,7 @@ Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 
 class CreateUser(Params):
     name: Name
-    email: Email = Field(description="stored lower-cased; unique")
+    email: Email
 
 
 class UserRef(Params):
@@ -66,11 +147,16 @@ class UserRef(Params):
 
 class ListUsers(Params):
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE
-    cursor: Annotated[str, AfterValidator(_cursor)] | None = Field(
+    cursor: Cursor | None = Field(
         None, description="next_cursor of the previous page")
 
 
 class UpdateUser(Params):
+    # The check below, in JSON Schema: name or email, not null.
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["name"], "properties": {"name": {"type": "string"}}},
+        {"required": ["email"], "properties": {"email": {"type": "string"}}}]})
+
     id: UserId
     name: Name | None = None
     email: Email | None = None

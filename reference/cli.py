@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="subject")
     token.add_argument("--roles", default="", help="comma-separated roles")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+
+    from reference.conformance.cli import add_parser as add_conformance_parser
+
+    add_conformance_parser(sub)
     return parser
 
 
@@ -95,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     if args.command == "simulate":
         return simulate(args)
+    if args.command == "conformance":
+        from reference.conformance.cli import run as run_conformance
+
+        return run_conformance(args)
     try:
         settings = _settings(args)
         if args.command == "serve":

@@ -19,6 +19,7 @@ from sanic.response import HTTPResponse, empty, raw
 from sanic_ext import Extend
 
 from reference.actions import Action, ActionRegistry, Route, load_actions
+from reference.api.events import UpdatesHub, install_events_route
 from reference.api.http_errors import STATUS_BY_CODE, error_body, status_for
 from reference.api.metrics import CONTENT_TYPE, ApiMetrics
 from reference.api.openapi import build_document, render_docs
@@ -95,6 +96,9 @@ def create_app(
         app.ctx.completion = completion
         app.ctx.requester = svc.requester(completion)
         app.ctx.verifier = svc.verifier()
+        await app.ctx.verifier.start()  # the JWKS refresh task, when a JWKS is configured
+        app.ctx.updates = UpdatesHub(svc.results)
+        await app.ctx.updates.start()
         app.ctx.worker = None
         if embedded_worker:
             worker: CoreWorker = svc.worker()
@@ -106,12 +110,15 @@ def create_app(
         if app.ctx.worker is not None:
             await app.ctx.worker.stop()
         await app.ctx.completion.close()
+        await app.ctx.updates.close()
+        await app.ctx.verifier.close()
         if app.ctx.owned:
             await app.ctx.services.close()
 
     _install_middleware(app)
     _install_error_handlers(app)
     _install_routes(app, registry, policy)
+    install_events_route(app)
     for action in registry:
         if action.route is not None:
             _install_action_route(app, action, action.route)
@@ -193,9 +200,8 @@ def _install_error_handlers(app: App) -> None:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                  408: "timeout", 413: "too_large"}
         headers = None
-        allowed = getattr(exc, "allowed_methods", None)
-        if status == 405 and allowed:
-            headers = {"Allow": ", ".join(sorted(allowed))}
+        if status == 405:  # RFC 9110: a 405 lists the methods the route has, always
+            headers = {"Allow": ", ".join(_allowed_methods(request, exc))}
         code = codes.get(status, "http_error")
         message = (str(exc) if isinstance(exc, OwnHttpError)
                    else _HTTP_MESSAGES.get(code, "request refused"))
@@ -206,6 +212,20 @@ def _install_error_handlers(app: App) -> None:
         # Every answer uses the envelope, this one too; the details go to the log only.
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "internal", "internal error")
+
+
+def _allowed_methods(request: Request, exc: SanicException) -> list[str]:
+    """The methods the request's path has. Sanic's router names them only for methods it
+    knows of (not TRACE, CONNECT or made-up ones) and not on every path; else ask it."""
+    allowed = set(getattr(exc, "allowed_methods", None) or ())
+    if not allowed:
+        for method in sorted(KNOWN_METHODS):
+            try:
+                request.app.router.get(request.path, method, None)
+            except SanicException:
+                continue
+            allowed.add(method)
+    return sorted(allowed)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -315,6 +335,17 @@ def _check_failure(record: ResultRecord) -> None:
         raise MalformedRecord(f"unknown error code {code!r}")
 
 
+def _envelope_error(record: ResultRecord) -> dict[str, Any]:
+    """A Fail record's error in the envelope's shape: `code`, `message` (the record's detail
+    when it has none), `field` only when it is a string; other members a core wrote are kept."""
+    written = record.error or {}
+    error = {**written, "code": record.error_code or "internal",
+             "message": written.get("message") or record.detail}
+    if not isinstance(error.get("field"), str):
+        error.pop("field", None)
+    return error
+
+
 def _answer(request: Request, action: Action, waited: Waited, route: Route,
             location: dict[str, str]) -> HTTPResponse:
     rid = waited.request_id
@@ -337,7 +368,7 @@ def _answer(request: Request, action: Action, waited: Waited, route: Route,
         return _error(502, BAD_RECORD, f"the result record breaks the contract: {exc}",
                       headers=headers, request_id=rid)
     if record.status != "Success":
-        error = record.error or {"code": "internal", "message": record.detail}
+        error = _envelope_error(record)
         status = status_for(record.error_code)
         if status == 504:
             headers.update(location)
@@ -427,8 +458,10 @@ def _params(request: Request, action: Action, route: Route,
                 raise ValidationFailed(f"the {name} comes from the path, not the body",
                                        field=name)
     else:
+        # A blank value (`?cursor=`) is a value: it must convert like any other, not vanish.
+        query = request.get_args(keep_blank_values=True)
         params = {name: _from_text(model, name, values[0])
-                  for name, values in request.args.items()
+                  for name, values in query.items()
                   if name in model.model_fields and name not in path_args and values}
     for name, text in path_args.items():
         params[name] = _from_text(model, name, text)

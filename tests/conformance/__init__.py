@@ -1,0 +1,1 @@
+"""Tests of the conformance runners (reference conformance core|api)."""
