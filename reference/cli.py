@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from reference.auth import JwtKeys, sign_token
 from reference.bootstrap import build, check_urls
 from reference.errors import ConfigError, ReferenceServiceError, StartupError
 from reference.policy import RolesPolicy
-from reference.settings import Settings
+from reference.settings import COMPLETIONS, Settings
 
 log = logging.getLogger("reference")
 
@@ -50,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (env REFERENCE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (env REFERENCE_PORT, default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="Sanic worker processes")
-    serve.add_argument("--completion", help="poll (env REFERENCE_COMPLETION)")
+    serve.add_argument("--completion", choices=COMPLETIONS,
+                       help="how the API waits for results: poll, batch or push "
+                            "(env REFERENCE_COMPLETION, default poll)")
     _common_flags(serve)
 
     worker = sub.add_parser("worker", help="run a core worker")
@@ -133,6 +136,7 @@ def serve(settings: Settings, *, workers: int) -> int:
     if settings.all_memory and workers > 1:
         raise ConfigError("memory:// lives in one process: use --workers 1, or real brokers")
     keys = JwtKeys.from_settings(settings)
+    _check_listen(settings.host, settings.port)
     if not settings.all_memory:
         # Reach broker and store (and check the queue) here, in the main process, so that
         # a failure is one line and not a traceback from inside a Sanic worker.
@@ -146,18 +150,37 @@ def serve(settings: Settings, *, workers: int) -> int:
     from sanic.worker.loader import AppLoader
 
     from reference.api import create_app
+    from reference.api.protocol import BoundedHttpProtocol
 
     factory = functools.partial(create_app, settings, embedded_worker=settings.all_memory,
                                 name="reference")
     loader = AppLoader(factory=factory)
     app = loader.load()
     app.prepare(host=settings.host, port=settings.port, workers=workers,
-                single_process=settings.all_memory, motd=False, access_log=False)
+                single_process=settings.all_memory, motd=False, access_log=False,
+                protocol=BoundedHttpProtocol)
     if settings.all_memory:
         Sanic.serve_single(primary=app)
     else:
         Sanic.serve(primary=app, app_loader=loader)
     return 0
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail in one line when the address cannot be listened on (in use, not ours, bad)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port {port} is not a TCP port (0 to 65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 async def _preflight(settings: Settings) -> None:
@@ -280,6 +303,10 @@ def token(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.jwt_secret and not settings.jwt_public_key_file:
         raise ConfigError("no JWT secret configured: set REFERENCE_JWT_SECRET "
                           "(`reference serve` on memory:// prints a token for its own key)")
+    if not args.sub.strip():
+        raise ConfigError("--sub must not be empty")
+    if args.ttl < 1:
+        raise ConfigError("--ttl must be at least 1 second")
     keys = JwtKeys.from_settings(settings)
     roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
     print(sign_token(keys, sub=args.sub, roles=roles, ttl_s=args.ttl,

@@ -353,7 +353,9 @@ def _answer(request: Request, action: Action, waited: Waited, route: Route,
     if record is None or not record.is_final:
         last = record.status if record else "Queued"
         detail = "no final result within the request timeout; read it later at Location"
-        return _json({"request_id": rid, "status": last, "detail": detail}, 504, location)
+        # The record's fields, as the contract has them, and the error envelope beside them.
+        return _json({"request_id": rid, "status": last, "detail": detail,
+                      "error": {"code": "timeout", "message": detail}}, 504, location)
     total_ms = (time.perf_counter() - request.ctx.started) * 1000
     path = request.route.path if request.route else "unmatched"
     request.app.ctx.metrics.latency.labels(path).observe(total_ms / 1000)

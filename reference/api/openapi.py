@@ -102,12 +102,13 @@ _ERROR = {
 _PENDING = {
     "type": "object",
     "description": "A request that was published and is not final (yet): read its record at "
-                   "Location.",
-    "required": ["request_id", "status", "detail"],
+                   "Location. `error.code` is `timeout`.",
+    "required": ["request_id", "status", "detail", "error"],
     "properties": {
         "request_id": {"type": "string"},
         "status": {"type": "string", "enum": ["Queued", "Running"]},
         "detail": {"type": "string"},
+        "error": _ref("ErrorDetail"),
     },
 }
 _ACCEPTED = {

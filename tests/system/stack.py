@@ -47,8 +47,10 @@ class Stack:
     def _spawn(self, name: str, *args: str) -> Proc:
         log = self.tmp / f"{name}.log"
         handle = log.open("wb")
+        # A session of its own: Sanic's manager may killpg its group when a stop goes wrong,
+        # and that group must not be pytest's.
         popen = subprocess.Popen([sys.executable, "-m", "reference", *args], env=self.env,
-                                 stdout=handle, stderr=subprocess.STDOUT)
+                                 stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         proc = Proc(name, popen, log)
         self.procs.append(proc)
         return proc

@@ -33,6 +33,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["serve", "--workers", "2"], {}, "memory:// lives in one process"),
         (["worker"], {}, "needs real broker and store URLs"),
         (["token", "--sub", "x"], {}, "no JWT secret configured"),
+        (["token", "--sub", " "], {"REFERENCE_JWT_SECRET": "s" * 32}, "--sub must not be empty"),
+        (["token", "--sub", "x", "--ttl", "0"], {"REFERENCE_JWT_SECRET": "s" * 32},
+         "--ttl must be at least 1 second"),
+        (["serve", "--port", "70000"], {}, "port 70000 is not a TCP port"),
+        (["serve", "--host", "no.such.host.invalid"], {}, "cannot listen on no.such.host.invalid"),
     ],
 )
 def test_bad_configuration_is_one_line(args: list[str], env: dict[str, str], message: str) -> None:
@@ -139,3 +144,23 @@ def test_simulate_prints_one_line_per_failing_seed_with_its_replay(
     assert lines[0] == ("seed 4: settled: 1 deliveries left unsettled (and 1 more); "
                         "replay: PYTHONHASHSEED=0 reference simulate --seed 4")
     assert lines[-1].startswith("3 seeds, 2 violations")
+
+
+def test_a_port_in_use_is_one_line() -> None:
+    """`serve` on a port another process listens on exits 1 with one line, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli("serve", "--port", str(port))
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"reference: error: cannot listen on 127.0.0.1:{port}: "
+                     "Address already in use"]
+
+
+def test_completion_help_lists_the_modes() -> None:
+    """`serve --help` names every completion mode, and an unknown one is refused."""
+    assert "poll, batch or push" in run_cli("serve", "--help").stdout
+    done = run_cli("serve", "--completion", "carrier-pigeon")
+    assert done.returncode == 2 and "invalid choice" in done.stderr
