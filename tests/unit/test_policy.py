@@ -17,7 +17,7 @@ from reference.policy import RolesPolicy
 from reference.records import FAIL, SUCCESS
 from reference.settings import Settings
 from tests.helpers import eventually, final_record
-from tests.unit.test_worker import Rig, make_rig
+from tests.unit.test_worker import Rig
 
 
 def test_the_default_policy_guards_the_user_writes_only() -> None:
@@ -87,14 +87,6 @@ async def test_the_api_answers_403_before_publishing(pipe: Pipeline) -> None:
                                   headers=writer)
         assert created.status_code == 201
         assert pipe.workers[0].processed == 2  # the list and the create; not the refused
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    r = await make_rig()
-    yield r
-    await r.worker.stop()
-    await r.services.close()
 
 
 async def test_the_worker_refuses_a_principal_without_the_roles(rig: Rig) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,14 +51,6 @@ async def make_rig(memory: MemoryBackends | None = None, **changes: Any) -> Rig:
     worker = services.worker()
     await worker.start()
     return Rig(services, worker, settings, memory)
-
-
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    r = await make_rig()
-    yield r
-    await r.worker.stop()
-    await r.services.close()
 
 
 async def test_create_user_succeeds_and_is_acked(rig: Rig) -> None:
