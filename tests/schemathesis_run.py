@@ -82,7 +82,9 @@ def documented_outcome(label: str, failure_code: str, status: int, body: Any) ->
     if failure_code == "ST202" and status == 422:
         return isinstance(error, dict) and error.get("code") == "job_failed"
     if failure_code == "ST101" and status == 504:
-        return error is None and body.get("status") in {"Queued", "Running"}
+        # The pending 504: the record's fields, and the envelope with code `timeout`.
+        return (isinstance(error, dict) and error.get("code") == "timeout"
+                and body.get("status") in {"Queued", "Running"})
     return False
 
 

@@ -304,11 +304,13 @@ def test_a_fail_record_error_is_answered_in_the_envelope() -> None:
 @pytest.mark.parametrize(("label", "code", "status", "body", "dropped"), [
     ("POST /jobs", "ST202", 422, {"error": {"code": "job_failed", "message": "m"}}, True),
     ("POST /jobs", "ST202", 422, {"error": {"code": "validation", "message": "m"}}, False),
-    ("POST /jobs", "ST101", 504, {"request_id": "r", "status": "Running", "detail": "d"}, True),
+    ("POST /jobs", "ST101", 504, {"request_id": "r", "status": "Running", "detail": "d",
+                                  "error": {"code": "timeout", "message": "d"}}, True),
+    ("POST /jobs", "ST101", 504, {"request_id": "r", "status": "Running", "detail": "d"}, False),
     ("POST /jobs", "ST101", 504, {"error": {"code": "deadline_exceeded"}}, False),
     ("POST /jobs", "ST101", 500, {"error": {"code": "internal"}}, False),
-    ("POST /users", "ST101", 504, {"request_id": "r", "status": "Queued", "detail": "d"},
-     False),
+    ("POST /users", "ST101", 504, {"request_id": "r", "status": "Queued", "detail": "d",
+                                   "error": {"code": "timeout", "message": "d"}}, False),
     ("POST /users", "ST202", 422, {"error": {"code": "job_failed"}}, False),
 ])
 def test_the_schemathesis_run_drops_only_documented_job_outcomes(
