@@ -249,7 +249,7 @@ class RabbitMQBroker:
         if not force and self._lock.locked():
             # A reconnect is under way (the supervisor's, say). To a broker that answers it
             # takes milliseconds: wait for it. To one that does not, it takes its connect
-            # timeout: fail soon, as SPEC §4 asks of a publish while the broker is away,
+            # timeout: fail soon, as docs/contract.md §8 asks of a publish while the broker is away,
             # rather than queue behind it.
             try:
                 async with asyncio.timeout(RECONNECT_WAIT_S):

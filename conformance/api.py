@@ -1,5 +1,5 @@
 """`reference conformance api --url URL --jwt-secret S`: check a running API, in any language,
-against SPEC §4 over HTTP.
+against docs/contract.md §8 over HTTP.
 
 It signs its own HS256 tokens with the secret (`sub`, `exp`, `roles` ["users:write"], and
 `aud`/`iss` when given), makes users and jobs of its own (emails unique to the run), and
@@ -31,7 +31,7 @@ import orjson
 from reference.auth import JwtKeys, sign_token
 from reference.conformance.report import CheckFailed, Report
 
-# The roles of SPEC §4's default policy: user writes need `users:write`.
+# The roles of docs/contract.md §8's default policy: user writes need `users:write`.
 ROLES = ("users:write",)
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIMING_PARTS = ("queue", "work", "notice", "total")
@@ -364,7 +364,7 @@ async def check_delete(run: ApiRun) -> None:
 
 
 async def check_roles(run: ApiRun) -> None:
-    """SPEC §4's default policy: user writes need `users:write` (403 `forbidden` without
+    """docs/contract.md §8's default policy: user writes need `users:write` (403 `forbidden` without
     it, before anything is published); reads need only a valid token."""
     a = _user(run, "a")
     bare = run.token(roles=())

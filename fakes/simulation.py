@@ -337,7 +337,7 @@ class Simulation:
             if any(e.at_s <= now for e in self.plan.faults):
                 self.result.stats["journeys cut short by faults"] += 1
             elif replies and replies[-1].status == 504:
-                # A backlog (long jobs on few workers) outlasted the request timeout: SPEC's
+                # A backlog (long jobs on few workers) outlasted the request timeout: the contract's
                 # answer to that; the request itself must still resolve (checked later).
                 self.result.stats["journeys past the request timeout"] += 1
             elif "not final after" in str(exc):
@@ -672,7 +672,7 @@ def _given_up(record: ResultRecord) -> bool:
 
 def _dead_letter_reason(body: bytes, reason: str, record_of: Any,
                         deaths_possible: bool) -> str | None:
-    """The documented reason a dead letter has (SPEC §2), or None."""
+    """The documented reason a dead letter has (docs/contract.md §2), or None."""
     if reason == "delivery_limit":
         return "delivery_limit (broker)"
     try:

@@ -1,4 +1,4 @@
-"""JWT: verify bearer tokens (SPEC §4) and sign them for `reference token`.
+"""JWT: verify bearer tokens (docs/contract.md §8) and sign them for `reference token`.
 
 Keys come from configuration only, in one of these shapes:
 

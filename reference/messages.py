@@ -1,4 +1,4 @@
-"""The request message of SPEC §2 and its JSON encoding."""
+"""The request message of docs/contract.md §2 and its JSON encoding."""
 
 from __future__ import annotations
 

@@ -90,7 +90,7 @@ def slow_job_times_out(ctx: Context) -> Journey:
 
 
 def bad_requests(ctx: Context) -> Journey:
-    """Bad tokens and bad bodies, each with the status SPEC §4 gives it."""
+    """Bad tokens and bad bodies, each with the status docs/contract.md §8 gives it."""
     good = ctx.auth()
     yield Call("POST", "/users", "no token", json={}, expect=frozenset({401}))
     yield Call("GET", "/users/1", "bad token", headers={"Authorization": "Bearer not.a.token"},

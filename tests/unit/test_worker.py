@@ -127,7 +127,7 @@ async def test_poison_with_request_id_gets_a_fail_record(rig: Rig) -> None:
 async def test_failures_get_their_error_code(
     rig: Rig, action: str, params: dict[str, Any], code: str, field: str | None
 ) -> None:
-    """Each kind of failure ends in one Fail record carrying its SPEC error code."""
+    """Each kind of failure ends in one Fail record carrying its contract error code."""
     await rig.publish(action, params, "f1")
     record = await final_record(rig.services.results, "f1")
     assert record.status == FAIL

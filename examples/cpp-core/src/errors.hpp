@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <string>
 
-// A failure of an action, reported in the Fail record with `code` (SPEC §3).
+// A failure of an action, reported in the Fail record with `code` (docs/contract.md §4).
 struct DomainError : std::runtime_error {
     DomainError(std::string code_, std::string message_, std::string field_ = "")
         : std::runtime_error(message_),

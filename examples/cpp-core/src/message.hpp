@@ -1,4 +1,4 @@
-// The request message of SPEC §2 and its decoding, with the rules (and the words) of
+// The request message of docs/contract.md §2 and its decoding, with the rules (and the words) of
 // reference/messages.py: a pydantic model, strict JSON types, unknown fields ignored.
 #pragma once
 

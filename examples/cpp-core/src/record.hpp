@@ -1,4 +1,4 @@
-// The result record of SPEC §3, written as reference/records.py writes it: absent fields are
+// The result record of docs/contract.md §4, written as reference/records.py writes it: absent fields are
 // left out, and the fields come in the Python core's order.
 #pragma once
 
