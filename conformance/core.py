@@ -1,5 +1,5 @@
 """`reference conformance core -- CMD [ARGS...]`: check a core worker, in any language, against
-the contract (docs/contract.md §2, §4) on real RabbitMQ and Redis.
+the contract (contract §2, §4) on real RabbitMQ and Redis.
 
 The runner starts CMD (`--instances` copies) with these variables set to names of its own:
 
@@ -59,7 +59,7 @@ DELIVERY_LIMIT = 2  # starts a request may have; the kill check needs 2
 SHUTDOWN_TIMEOUT_S = 2
 RESULT_TTL_S = 3600.0
 SUB = "conformance"
-# The roles of docs/contract.md §8's default policy: user writes need `users:write` (the core gets no
+# The roles of contract §8's default policy: user writes need `users:write` (the core gets no
 # REFERENCE_ROLES_POLICY, so the defaults apply).
 PRINCIPAL = Principal(SUB, ("users:write",))
 POLL_S = 0.01
@@ -68,7 +68,7 @@ STOP_GRACE_S = 5.0  # SIGTERM, then SIGKILL
 CLEANUP_S = 10.0
 LOG_TAIL_LINES = 20
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-# The error codes of docs/contract.md §4, and runJob's (§4).
+# The error codes of contract §4, and runJob's (§4).
 KNOWN_CODES = frozenset({"validation", "not_found", "conflict", "forbidden", "unknown_action",
                          "deadline_exceeded", "internal", "job_failed"})
 
@@ -415,7 +415,7 @@ class CoreRun:
 
 
 def parse_record(rid: str, raw: bytes | str | None) -> Record | None:
-    """A stored record as a dict, checked against docs/contract.md §4 (CheckFailed if it is no record)."""
+    """A stored record as a dict, checked against contract §4 (CheckFailed if it is no record)."""
     if raw is None:
         return None
     try:
@@ -732,7 +732,7 @@ async def check_poison(run: CoreRun) -> None:
     code = (record.get("error") or {}).get("code")
     if code not in KNOWN_CODES:
         raise CheckFailed(f"the Fail record of the message without action has code {code!r}, "
-                          f"not one of docs/contract.md §4")
+                          f"not one of contract §4")
 
 
 async def check_keeps_running(run: CoreRun) -> None:

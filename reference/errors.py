@@ -1,6 +1,6 @@
 """The project's exceptions: one root, infrastructure errors, and domain errors with a code.
 
-Domain errors carry the error code of docs/contract.md §4 (`validation`, `not_found`, ...); the HTTP status
+Domain errors carry the error code of contract §4 (`validation`, `not_found`, ...); the HTTP status
 for each code lives in the API layer, not here.
 """
 

@@ -1,4 +1,4 @@
-"""The result record of docs/contract.md §4: what a request's status is, stored as JSON under its id."""
+"""The result record of contract §4: what a request's status is, stored as JSON under its id."""
 
 from __future__ import annotations
 

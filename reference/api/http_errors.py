@@ -1,4 +1,4 @@
-"""Error codes (docs/contract.md §4) to HTTP statuses, and the JSON shape of every error response."""
+"""Error codes (contract §4) to HTTP statuses, and the JSON shape of every error response."""
 
 from __future__ import annotations
 

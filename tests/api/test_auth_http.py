@@ -1,4 +1,4 @@
-"""Every 401 case of docs/contract.md §8, on every protected route, and the open routes without a token."""
+"""Every 401 case of contract §8, on every protected route, and the open routes without a token."""
 
 from __future__ import annotations
 

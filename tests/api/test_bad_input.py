@@ -1,4 +1,4 @@
-"""Bad input: 400, 413 and 422 as docs/contract.md §8 says, answered before anything is published."""
+"""Bad input: 400, 413 and 422 as contract §8 says, answered before anything is published."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docs/contract.md §8 "Outages" in one process on real brokers, with connections cut by a TCP proxy."""
+"""contract §8 "Outages" in one process on real brokers, with connections cut by a TCP proxy."""
 
 from __future__ import annotations
 
