@@ -9,11 +9,13 @@ import functools
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from reference import __version__
@@ -23,6 +25,8 @@ from reference.bootstrap import build, check_urls
 from reference.errors import ConfigError, ReferenceServiceError, StartupError
 from reference.policy import RolesPolicy
 from reference.settings import COMPLETIONS, Settings
+from reference.worker import CoreWorker
+from reference.worker_metrics import MetricsServer
 
 log = logging.getLogger("reference")
 
@@ -59,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a core worker")
     worker.add_argument("--concurrency", type=int,
                         help="requests run at once (env REFERENCE_CONCURRENCY, default 16)")
+    worker.add_argument("--metrics-port", type=int, dest="worker_metrics_port",
+                        help="serve GET /metrics on this port, at REFERENCE_HOST (default "
+                             "127.0.0.1) (env REFERENCE_WORKER_METRICS_PORT; default: none)")
     _common_flags(worker)
 
     sim = sub.add_parser("simulate", help="run the seeded whole-pipeline simulation under "
@@ -81,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     changes = {k: getattr(args, k, None) for k in
-               ("broker_url", "store_url", "queue", "host", "port", "completion", "concurrency")}
+               ("broker_url", "store_url", "queue", "host", "port", "completion", "concurrency",
+                "worker_metrics_port")}
     return Settings.from_env().replace(**changes)
 
 
@@ -161,9 +169,33 @@ def serve(settings: Settings, *, workers: int) -> int:
                 protocol=BoundedHttpProtocol)
     if settings.all_memory:
         Sanic.serve_single(primary=app)
-    else:
+        return 0
+    with _multiprocess_metrics(workers):
         Sanic.serve(primary=app, app_loader=loader)
     return 0
+
+
+@contextlib.contextmanager
+def _multiprocess_metrics(workers: int) -> Iterator[None]:
+    """With more than one Sanic worker, a fresh PROMETHEUS_MULTIPROC_DIR for this run, set
+    before the workers start (each one picks its mode when it imports prometheus_client) and
+    removed when serving ends: /metrics then adds up the values of every worker process."""
+    if workers < 2:
+        yield
+        return
+    from reference.api.metrics import MULTIPROC_ENV
+
+    directory = tempfile.mkdtemp(prefix="reference-metrics-")
+    before = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = directory
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = before
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _check_listen(host: str, port: int) -> None:
@@ -232,6 +264,9 @@ def run_worker(settings: Settings) -> int:
     if settings.uses_memory:
         raise ConfigError("a worker of its own needs real broker and store URLs; with memory:// "
                           "the worker runs inside `reference serve`")
+    port = settings.worker_metrics_port
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"--metrics-port {port} is not a TCP port (0 to 65535)")
     try:
         import uvloop
 
@@ -253,7 +288,10 @@ async def _worker_main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics_server = None
     try:
+        if settings.worker_metrics_port is not None:
+            metrics_server = await _start_metrics_server(worker, settings)
         await worker.start()
         _say(f"worker {worker.worker_id} consuming {settings.queue} "
              f"(concurrency {settings.concurrency})")
@@ -262,8 +300,23 @@ async def _worker_main(settings: Settings) -> None:
     finally:
         with contextlib.suppress(Exception):
             await worker.stop()
+        if metrics_server is not None:
+            await metrics_server.close()
         await services.close()
     _say(f"worker stopped after {worker.processed} requests")
+
+
+async def _start_metrics_server(worker: CoreWorker, settings: Settings) -> MetricsServer:
+    port = settings.worker_metrics_port
+    assert port is not None
+    server = MetricsServer(worker.metrics, settings.host, port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise StartupError(f"cannot serve worker metrics on {settings.host}:{port}: "
+                           f"{exc.strerror or exc}") from None
+    _say(f"worker metrics on http://{settings.host}:{server.port}/metrics")
+    return server
 
 
 # --- simulate ---------------------------------------------------------------------------------

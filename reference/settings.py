@@ -58,6 +58,7 @@ class Settings:
     connect_timeout_s: float = 10.0
     concurrency: int = 16
     shutdown_timeout_s: float = 10.0
+    worker_metrics_port: int | None = None  # `reference worker`: serve GET /metrics on it
 
     def __post_init__(self) -> None:
         if self.completion not in COMPLETIONS:
@@ -174,6 +175,7 @@ _ENV = tuple(
         ("CONNECT_TIMEOUT_S", "connect_timeout_s", _FLOAT),
         ("CONCURRENCY", "concurrency", _INT),
         ("SHUTDOWN_TIMEOUT_S", "shutdown_timeout_s", _FLOAT),
+        ("WORKER_METRICS_PORT", "worker_metrics_port", _INT),
     ]
 )
 

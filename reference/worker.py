@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from reference.messages import RequestMessage, decode
 from reference.policy import RolesPolicy
 from reference.ports import Delivery, MessageBroker, ResultStore, Subscription, UserRepository
 from reference.records import FAIL, RUNNING, SUCCESS, ResultRecord
+from reference.worker_metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class CoreWorker:
         worker_id: str | None = None,
         actions: ActionRegistry | None = None,
         policy: RolesPolicy | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._actions = actions if actions is not None else builtin()
         self._policy = policy if policy is not None else RolesPolicy.defaults(self._actions)
@@ -89,6 +92,8 @@ class CoreWorker:
         self.processed = 0  # final records this worker wrote
         self.runs_started = 0  # actions this worker began to run (re-runs after a death count)
         self.dead_lettered: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
+        self.metrics = metrics if metrics is not None else WorkerMetrics(
+            frozenset(a.name for a in self._actions), dead_letter_reasons=DEAD_LETTER_REASONS)
 
     @property
     def in_flight(self) -> int:
@@ -114,6 +119,8 @@ class CoreWorker:
         task = asyncio.get_running_loop().create_task(self.handle(delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self.metrics.in_flight.inc()
+        task.add_done_callback(lambda _: self.metrics.in_flight.dec())
 
     async def stop(self) -> None:
         """Stop consuming, let in-flight work finish within the bound, hand back the rest."""
@@ -151,6 +158,8 @@ class CoreWorker:
 
     async def handle(self, delivery: Delivery) -> None:
         """Settle `delivery` whatever happens; never raises but cancellation."""
+        if delivery.redelivered or delivery.delivery_count > 1:
+            self.metrics.redeliveries.inc()
         try:
             step: Callable[[], Awaitable[None]]
             try:
@@ -218,11 +227,12 @@ class CoreWorker:
             action, params = self._check(message, started)
         except DomainError as refusal:
             # Refused before any work: the final record, written once whoever gets here first.
-            await self._finish(rid, running, refusal, holder=None)
+            await self._finish(rid, running, refusal, holder=None, action=message.action)
             await delivery.ack()
             return
         state = await self._begin(rid, running)
         if state == "held":
+            self.metrics.claims_waited.inc()
             state = await self._wait_for_holder(rid, running)
         if state == "final":
             await delivery.ack()
@@ -320,6 +330,7 @@ class CoreWorker:
                 log.warning("could not write the Fail record of %s: %s", rid, exc)
         log.warning("dead-lettering a message (%s, request_id=%s): %s", why, rid, reason)
         self.dead_lettered[why] += 1
+        self.metrics.dead_lettered.labels(why).inc()
         try:
             await delivery.reject(requeue=False)
         except Exception as exc:
@@ -339,6 +350,7 @@ class CoreWorker:
         context = ActionContext(
             rid, self._users, report_progress, message.principal, message.deadline,
             self._actions.resources, logging.LoggerAdapter(log, {"request_id": rid}))
+        began = time.perf_counter()
         try:
             outcome: Any = await action.run(context, params)
         except DomainError as exc:
@@ -348,10 +360,12 @@ class CoreWorker:
         except Exception as exc:
             log.exception("action %s failed for request %s", message.action, rid)
             outcome = exc
-        await self._finish(rid, base, outcome, holder=self.worker_id)
+        self.metrics.action_seconds.labels(self.metrics.action(action.name)).observe(
+            time.perf_counter() - began)
+        await self._finish(rid, base, outcome, holder=self.worker_id, action=action.name)
 
     async def _finish(self, rid: str, base: ResultRecord, outcome: Any, *,
-                      holder: str | None) -> None:
+                      holder: str | None, action: str) -> None:
         now = now_ms()
         if isinstance(outcome, Outcome):
             final = base.evolve(status=SUCCESS, detail=outcome.detail, result=outcome.result,
@@ -373,6 +387,7 @@ class CoreWorker:
             written = await self._results.finish(rid, holder, final, ttl_s=ttl)
         if written:
             self.processed += 1
+            self.metrics.finished(action, final.error_code)
             log.debug("finished %s %s", rid, final.status)
 
     async def _renew_claims(self) -> None:

@@ -112,6 +112,7 @@ def create_app(
         await app.ctx.completion.close()
         await app.ctx.updates.close()
         await app.ctx.verifier.close()
+        await app.ctx.metrics.close()
         if app.ctx.owned:
             await app.ctx.services.close()
 
@@ -431,8 +432,12 @@ def _install_routes(app: App, registry: ActionRegistry, policy: RolesPolicy) -> 
 
     @app.get("/metrics")
     async def metrics(request: Request) -> HTTPResponse:
-        """Prometheus text format."""
-        return raw(request.app.ctx.metrics.render(), content_type=CONTENT_TYPE)
+        """Prometheus text format, with the depth of the queue and its DLQ read just now."""
+        api_metrics: ApiMetrics = request.app.ctx.metrics
+        queue = request.app.ctx.settings.queue
+        depth = await api_metrics.read_depth(request.app.ctx.services.broker,
+                                             (queue, queue + ".dlq"))
+        return raw(api_metrics.render(depth), content_type=CONTENT_TYPE)
 
     async def openapi_json(request: Request) -> HTTPResponse:
         """The OpenAPI 3.1 document (also at /docs/openapi.json)."""
