@@ -2,8 +2,10 @@
 
 What a developer would write in an afternoon: a Sanic route that verifies the JWT, publishes
 with aiormq (publisher confirms, persistent) and polls Redis every 5 ms; a consumer that does
-the users CRUD on Redis and writes the final record. No ports, no validation, no claims, no
-Running/progress records, no dead-lettering.
+the users CRUD (and the demo job, `POST /jobs`) on Redis and writes the final record. No
+ports, no validation, no claims, no Running/progress records, no dead-lettering. For the
+load tests' time series it answers with `Server-Timing: total;dur=<ms>` (its own handling
+time, as the product's `total`): one clock read and one header per request.
 
     python -m reference.loadtests.baseline api --port 8000 [--workers N]
     python -m reference.loadtests.baseline worker [--concurrency N]
@@ -18,6 +20,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -55,6 +58,14 @@ def create_app() -> Sanic:
         await app.ctx.redis.aclose()
 
     async def call(request: Request, action: str, params: dict[str, Any], ok: int) -> HTTPResponse:
+        started = time.perf_counter()
+        response = await answer(request, action, params, ok)
+        took_ms = (time.perf_counter() - started) * 1000
+        response.headers["Server-Timing"] = f"total;dur={took_ms:.3f}"
+        return response
+
+    async def answer(request: Request, action: str, params: dict[str, Any],
+                     ok: int) -> HTTPResponse:
         header = request.headers.get("authorization", "")
         try:
             claims = jwt.decode(header.removeprefix("Bearer "), SECRET, algorithms=["HS256"])
@@ -100,6 +111,10 @@ def create_app() -> Sanic:
     async def delete(request: Request, uid: int) -> HTTPResponse:
         return await call(request, "deleteUser", {"id": uid}, 204)
 
+    @app.post("/jobs")
+    async def job(request: Request) -> HTTPResponse:
+        return await call(request, "runJob", request.json, 200)
+
     @app.get("/healthz")
     async def healthz(request: Request) -> HTTPResponse:
         return json_response({"status": "ok"})
@@ -135,6 +150,10 @@ async def do_action(r: aioredis.Redis, action: str, p: dict[str, Any]) -> tuple[
         await r.delete(users + str(uid), users + "email:" + (email or b"").decode())
         await r.zrem(users + "ids", str(uid))
         return "Success", None, 204
+    if action == "runJob":
+        if p.get("duration_ms"):
+            await asyncio.sleep(p["duration_ms"] / 1000)
+        return "Success", {"duration_ms": p["duration_ms"], "steps": p.get("steps", 1)}, 200
     if action == "listUsers":
         ids = await r.zrange(users + "ids", 0, p["limit"] - 1)
         return "Success", {"items": [{"id": int(i)} for i in ids], "next_cursor": None}, 200

@@ -6,7 +6,9 @@ request type "timing", beside the HTTP entries; exact values (microseconds) are 
 for summary.json, since locust rounds entries to whole milliseconds.
 
 Environment: LOADTEST_SCENARIO, LOADTEST_JWT_SECRET, LOADTEST_REQUEST_TIMEOUT_S,
-LOADTEST_SUMMARY (where to write the exact figures at the end).
+LOADTEST_SUMMARY (where to write the exact figures at the end), LOADTEST_RESPONSES (where to
+write one CSV row per HTTP response, for the time series of the report: the same columns as
+the wrk script's, plus the client-side latency and whether the status was the expected one).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SCENARIO = os.environ.get("LOADTEST_SCENARIO", "lifecycle")
 SECRET = os.environ.get("LOADTEST_JWT_SECRET", "")
 REQUEST_TIMEOUT_S = float(os.environ.get("LOADTEST_REQUEST_TIMEOUT_S", "30"))
 SUMMARY_PATH = os.environ.get("LOADTEST_SUMMARY")
+RESPONSES_PATH = os.environ.get("LOADTEST_RESPONSES")
 PARTS = ("queue", "work", "notice", "total")
 _TIMING = re.compile(r"(\w+);dur=([\d.]+)")
 
@@ -37,6 +40,15 @@ _run = uuid.uuid4().hex[:8]
 _counter = itertools.count()
 _exact: dict[str, list[float]] = {part: [] for part in ("http", *PARTS)}
 _tokens: dict[str, tuple[float, str]] = {}
+# (epoch s at the answer, status, expected?, latency ms, total, queue, work, notice; -1: absent)
+_rows: list[tuple[float, int, bool, float, float, float, float, float]] = []
+_started_at = time.time()
+
+
+@events.test_start.add_listener
+def _test_start(**_: Any) -> None:
+    global _started_at
+    _started_at = time.time()
 
 
 def _token(sub: str) -> str:
@@ -74,7 +86,8 @@ class ScenarioUser(FastHttpUser):
             kwargs["json"] = call.json
         started = time.perf_counter()
         with self.client.request(call.method, call.path, **kwargs) as response:
-            _exact["http"].append((time.perf_counter() - started) * 1000)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            _exact["http"].append(elapsed_ms)
             status = response.status_code or 0
             body: Any = None
             if response.content and "json" in (response.headers.get("content-type") or ""):
@@ -84,13 +97,17 @@ class ScenarioUser(FastHttpUser):
             else:
                 response.failure(f"expected {sorted(call.expect)}, got {status}")
             timing = response.headers.get("server-timing")
+        parts = dict.fromkeys(PARTS, -1.0)
         if timing:
             for part, dur in _TIMING.findall(timing):
                 if part in PARTS:
                     value = float(dur)
+                    parts[part] = value
                     _exact[part].append(value)
                     events.request.fire(request_type="timing", name=part, response_time=value,
                                         response_length=0, exception=None, context={})
+        _rows.append((time.time(), status, status in call.expect, elapsed_ms, parts["total"],
+                      parts["queue"], parts["work"], parts["notice"]))
         return Reply(status, response.headers, body)
 
 
@@ -103,6 +120,17 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
     return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+@events.quitting.add_listener
+def _write_responses(**_: Any) -> None:
+    if not RESPONSES_PATH:
+        return
+    with open(RESPONSES_PATH, "w") as handle:
+        handle.write("thread,t0,t,status,ok,latency,total,queue,work,notice\n")
+        for at, status, ok, latency, total, queue, work, notice in _rows:
+            handle.write(f"1,{_started_at:.6f},{at - _started_at:.6f},{status},{int(ok)},"
+                         f"{latency:.3f},{total:.3f},{queue:.3f},{work:.3f},{notice:.3f}\n")
 
 
 @events.quitting.add_listener
