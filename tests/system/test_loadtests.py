@@ -137,3 +137,15 @@ def assert_cleaned_up(queue: str, prefix: str) -> None:
     import asyncio
 
     assert asyncio.run(queue_exists()) is False
+
+
+def test_queue_rate_publishes_and_consumes_every_message(amqp_url: str) -> None:
+    """`python -m loadtests.queue_rate` confirms and consumes the same number of messages and
+    reports positive rates, on a queue of its own that it deletes."""
+    done = subprocess.run([sys.executable, "-m", "loadtests.queue_rate", "--url", amqp_url,
+                           "--seconds", "1", "--queue-type", "quorum"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["published"] > 0 and result["consumed"] == result["published"]
+    assert result["publish_rate"] > 0 and result["consume_rate"] > 0
