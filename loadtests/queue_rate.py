@@ -36,10 +36,16 @@ async def measure(url: str, queue_type: str, seconds: float, publishers: int,
     consumer_channel = await conn.channel()
     await consumer_channel.basic_qos(prefetch_count=prefetch)
 
+    caught_up = asyncio.Event()  # set when the consumer has every message published so far
+    publishing = True
+
     async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
         nonlocal consumed
         consumed += 1
+        assert message.delivery_tag is not None
         await message.channel.basic_ack(message.delivery_tag)
+        if not publishing and consumed >= published:
+            caught_up.set()
 
     consuming = await consumer_channel.basic_consume(queue, on_message)
 
@@ -63,11 +69,13 @@ async def measure(url: str, queue_type: str, seconds: float, publishers: int,
         async with asyncio.timeout(seconds + 30):
             await asyncio.gather(*(publish() for _ in range(publishers)))
             elapsed = time.monotonic() - started
-            while consumed < published:  # the consumer drains what is left
-                await asyncio.sleep(0.01)
+            publishing = False
+            if consumed < published:  # the consumer drains what is left
+                await caught_up.wait()
         drained = time.monotonic() - started
     finally:
-        await consumer_channel.basic_cancel(consuming.consumer_tag)
+        if consuming.consumer_tag is not None:
+            await consumer_channel.basic_cancel(consuming.consumer_tag)
         await setup.queue_delete(queue)
         await conn.close()
     return {"queue_type": queue_type, "seconds": round(elapsed, 2), "published": published,
