@@ -26,6 +26,7 @@ from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 from locust.stats import StatsEntry
 
+from reference.loadtests.run import percentiles  # stdlib only: safe beside gevent
 from reference.scenarios import SCENARIOS, Call, Context, Reply, ScenarioFailure, run_sync
 
 SCENARIO = os.environ.get("LOADTEST_SCENARIO", "lifecycle")
@@ -111,17 +112,6 @@ class ScenarioUser(FastHttpUser):
         return Reply(status, response.headers, body)
 
 
-def _percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None}
-    ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
-
-
 @events.quitting.add_listener
 def _write_responses(**_: Any) -> None:
     if not RESPONSES_PATH:
@@ -148,8 +138,8 @@ def _write_summary(environment: Environment, **_: Any) -> None:
         "duration_measured_s": round(duration, 3),
         "throughput_rps": round(http.num_requests / duration, 1),
         # Exact (locust rounds its entries to whole milliseconds, and to 10 ms above 100).
-        "latency_ms": _percentiles(_exact["http"]),
-        **{f"{part}_ms": _percentiles(_exact[part]) for part in PARTS},
+        "latency_ms": percentiles(_exact["http"]),
+        **{f"{part}_ms": percentiles(_exact[part]) for part in PARTS},
     }
     with open(SUMMARY_PATH, "w") as handle:
         json.dump(summary, handle, indent=2)

@@ -172,6 +172,14 @@ class BatchCompletion:
         await _sweep(self._results, self._waiters)
 
 
+async def close_quietly(subscription: FinalsSubscription | None) -> None:
+    """Close a subscription that may be broken already: it is being dropped, so a failure to
+    close it is nothing to report."""
+    if subscription is not None:
+        with contextlib.suppress(Exception):
+            await subscription.close()
+
+
 class PushCompletion:
     """One subscription per API process; a notice is followed by one GET of the record."""
 
@@ -209,9 +217,7 @@ class PushCompletion:
 
     async def _drop(self, _: BaseException | None) -> None:
         old, self._subscription = self._subscription, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.close()
+        await close_quietly(old)
 
     async def _listen(self) -> None:
         """One read of notices; (re)subscribes first when the subscription was lost."""

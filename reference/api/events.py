@@ -60,6 +60,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse, empty
 
 from reference.backoff import Backoff, keep_running, stop_task
+from reference.completion import close_quietly
 from reference.errors import StoreUnavailable
 from reference.ports import FinalsSubscription, ResultStore
 from reference.records import ResultRecord
@@ -178,9 +179,7 @@ class UpdatesHub:
 
     async def _drop(self, _: BaseException | None) -> None:
         old, self._subscription = self._subscription, None
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.close()
+        await close_quietly(old)
 
     async def _listen(self) -> None:
         """One notice; (re)subscribes first when the subscription was lost."""
