@@ -35,20 +35,42 @@ STORE_SCHEMES: dict[str, str] = {
     "redis": "reference.adapters.redis_wiring:redis_stores",
     "rediss": "reference.adapters.redis_wiring:redis_stores",
     "unix": "reference.adapters.redis_wiring:redis_stores",
+    "redis+cluster": "reference.adapters.redis_cluster:redis_cluster_stores",
+    "rediss+cluster": "reference.adapters.redis_cluster:redis_cluster_stores",
 }
+
+
+def url_hosts(url: str) -> list[tuple[str, int | None]]:
+    """The `host[:port]` entries of a URL's netloc, which may list several, comma-separated
+    (`redis+cluster://h1:7001,h2:7002`, `amqp://user:pw@h1:5672,h2:5672/`); ValueError for
+    an empty host or a port that is not a number from 1 to 65535."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    hosts: list[tuple[str, int | None]] = []
+    for entry in netloc.split(","):
+        parts = urlsplit("//" + entry)
+        port = parts.port  # raises ValueError for a port that is not a number
+        if not parts.hostname:
+            raise ValueError(f"no host in {entry!r}")
+        if port == 0:
+            raise ValueError("port out of range 1-65535")
+        hosts.append((parts.hostname, port))
+    return hosts
 
 
 def _factory(table: dict[str, str], url: str, what: str) -> Any:
     try:
         parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a port that is not a number
+        scheme = parts.scheme
+        if scheme in table and scheme not in ("memory", "unix"):
+            url_hosts(url)
+        else:
+            _ = parts.port  # raises ValueError for a port that is not a number
     except ValueError as exc:
         raise ConfigError(f"bad {what} URL {url!r}: {exc}") from None
-    scheme = parts.scheme
     if scheme not in table:
         known = ", ".join(f"{s}://" for s in sorted(table))
         raise ConfigError(f"unknown {what} URL scheme in {url!r}: use one of {known}")
-    if scheme != "memory" and scheme != "unix" and not parts.hostname:
+    if scheme != "memory" and scheme != "unix" and not parts.netloc.rpartition("@")[2]:
         raise ConfigError(f"bad {what} URL {url!r}: no host")
     module, _, name = table[scheme].partition(":")
     return getattr(importlib.import_module(module), name)

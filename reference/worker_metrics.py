@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +22,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,10 @@ class WorkerMetrics:
     """The counters of one worker, in a registry of its own."""
 
     def __init__(self, actions: Collection[str] = (), *, dead_letter_reasons: Sequence[str] = (),
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None, queue: str | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._actions = actions
+        self.queue = queue  # set: the in-flight count is also this queue's unacked depth
         self.action_seconds = Histogram(
             "reference_worker_action_seconds",
             "Time an action ran in this worker (claimed to final record), by action",
@@ -69,6 +72,7 @@ class WorkerMetrics:
             ["reason"], registry=self.registry)
         for reason in dead_letter_reasons:  # present at 0 from the start, for rate()
             self.dead_lettered.labels(reason)
+        self.registry.register(_UnackedDepth(self))
 
     def action(self, name: str) -> str:
         """The `action` label of a message's action name."""
@@ -86,6 +90,31 @@ class WorkerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _UnackedDepth(Collector):
+    """`reference_queue_depth{queue, state="unacked"}`: the deliveries this worker holds.
+
+    AMQP tells a client the messages ready in a queue, not those delivered and unacknowledged;
+    each worker knows exactly what it holds, so the queue's unacked depth is the sum over the
+    workers (`sum by (queue) (reference_queue_depth{state="unacked"})`). The API's /metrics
+    gives the `ready` depth of the queue and of its DLQ."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        queue = self._metrics.queue
+        if queue is None:
+            return
+        held = sum(sample.value for family in self._metrics.in_flight.collect()
+                   for sample in family.samples)
+        family = GaugeMetricFamily(
+            "reference_queue_depth",
+            "Messages of the queue delivered to this worker and not yet acknowledged",
+            labels=["queue", "state"])
+        family.add_metric([queue, "unacked"], held)
+        yield family
 
 
 class MetricsServer:
