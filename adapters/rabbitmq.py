@@ -5,7 +5,19 @@
   `x-delivery-limit`); a queue that exists with other arguments is one clear QueueMismatch;
 - one channel per consumer, with `basic.qos` as the prefetch bound, manual ack and reject;
 - reconnects by itself with backoff and restores its consumers; while the broker is gone,
-  calls fail at once with BrokerUnavailable (the API answers 503) instead of hanging.
+  calls fail at once with BrokerUnavailable (the API answers 503) instead of hanging;
+- a URL may name several hosts, `amqp://user:pw@h1:5701,h2:5702,h3:5703/vhost` (the nodes of
+  a cluster): every (re)connect tries them in turn, starting from the host after the one that
+  was lost or last failed, so that API and workers move to another node by themselves when
+  one dies (a host that refuses costs nothing; one that does not answer costs the 5 s connect
+  timeout before the next is tried); user, password, vhost and query are the same for all;
+- Direct Reply-To (`consume_replies`, `send_reply`): the reply consumer (`basic.consume` of
+  `amq.rabbitmq.reply-to`, no-ack) lives on the one publishing channel, in confirm mode (RabbitMQ
+  requires the channel that publishes with `reply_to=amq.rabbitmq.reply-to` to be the one that
+  consumes it; confirms work on it, checked on RabbitMQ 3.10); a new publishing channel (after
+  a lost connection or a channel error) consumes again before its first publish. Replies go
+  out on a channel of their own, without confirms: transient, not mandatory (one to an
+  address whose channel is gone is dropped by RabbitMQ, silently).
 
 Failures are mapped by the operation that failed, not by a list of exception types: whatever
 aiormq, pamqp or the event loop raise while we publish, settle, consume or declare (uvloop
@@ -26,6 +38,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -36,6 +49,7 @@ from pamqp import commands as spec
 
 from reference.adapters import tls
 from reference.backoff import Backoff, keep_running, stop_task
+from reference.bootstrap import url_hosts
 from reference.errors import (
     BrokerUnavailable,
     DeliveryAlreadySettled,
@@ -43,7 +57,7 @@ from reference.errors import (
     ReferenceServiceError,
     Unroutable,
 )
-from reference.ports import DeliveryHandler
+from reference.ports import DIRECT_REPLY_TO, DeliveryHandler, ReplyHandler
 from reference.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +71,7 @@ HEARTBEAT_S = 5
 BACKOFF_INITIAL_S = 0.1
 BACKOFF_MAX_S = 5.0
 RECONNECT_WAIT_S = 1.0  # how long a call waits for a reconnect that is under way
+AMQP_PORT = 5672
 AMQPS_PORT = 5671
 # aiormq's own URL options for TLS; ours come from REFERENCE_TLS_* (adapters.tls) only.
 AIORMQ_TLS_QUERY = ("cafile", "capath", "cadata", "certfile", "keyfile", "no_verify_ssl")
@@ -89,6 +104,25 @@ async def _amqp(call: Any) -> Any:
         raise _unavailable(exc) from exc
 
 
+def candidate_urls(url: str) -> list[str]:
+    """One single-host URL per host of `url`, in its order: `amqp://u:p@h1:5701,h2/vh?x=1`
+    gives `amqp://u:p@h1:5701/vh?x=1` and `amqp://u:p@h2/vh?x=1`. ValueError for an empty
+    host or a bad port (`reference.bootstrap.url_hosts`)."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    urls = []
+    for host, port in url_hosts(url):
+        name = f"[{host}]" if ":" in host else host
+        netloc = f"{userinfo}{at}{name}" + ("" if port is None else f":{port}")
+        urls.append(urlunsplit(parts._replace(netloc=netloc)))
+    return urls
+
+
+def _host_of(url: str) -> str:
+    """host:port of a single-host AMQP URL, for messages."""
+    return tls.server_name(url, AMQPS_PORT if urlsplit(url).scheme == "amqps" else AMQP_PORT)
+
+
 def _with_heartbeat(url: str) -> str:
     """The URL with `heartbeat=HEARTBEAT_S` added to its query, unless it sets one itself."""
     parts = urlsplit(url)
@@ -108,6 +142,9 @@ class RabbitDelivery:
         self.body: bytes = message.body
         self.redelivered = bool(message.redelivered)
         self.message_id: str | None = props.message_id
+        self.reply_to: str | None = props.reply_to
+        self.headers: dict[str, str] = {
+            str(k): v for k, v in (props.headers or {}).items() if isinstance(v, str)}
         # Quorum queues count returns in x-delivery-count; classic queues only flag redelivery.
         count = (props.headers or {}).get("x-delivery-count")
         self.delivery_count = int(str(count)) + 1 if count is not None else 1 + self.redelivered
@@ -184,11 +221,47 @@ class _RabbitConsumer:
             await _amqp(self.channel.basic_cancel(self.tag, timeout=OPERATION_TIMEOUT_S))
 
 
+class _RabbitReplyConsumer:
+    """The consumer of this client's Direct Reply-To pseudo-queue, on the publishing channel;
+    satisfies Subscription."""
+
+    def __init__(self, broker: RabbitMQBroker, handler: ReplyHandler) -> None:
+        self.broker = broker
+        self.handler = handler
+        self.channel: AbstractChannel | None = None  # the channel it consumes on now
+        self.tag: str | None = None
+        self.active = True
+
+    async def attach(self, channel: AbstractChannel) -> None:
+        ok = await channel.basic_consume(DIRECT_REPLY_TO, self._on_message, no_ack=True,
+                                         timeout=OPERATION_TIMEOUT_S)
+        self.channel, self.tag = channel, ok.consumer_tag
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        if not self.active:
+            return
+        try:
+            await self.handler(message.body)
+        except Exception:
+            log.exception("reply handler raised; the reply is dropped")
+
+    async def cancel(self) -> None:
+        self.active = False
+        if self.broker._replies is self:
+            self.broker._replies = None
+        channel, tag = self.channel, self.tag
+        if channel is not None and tag is not None and not channel.is_closed:
+            await _amqp(channel.basic_cancel(tag, timeout=OPERATION_TIMEOUT_S))
+
+
 class RabbitMQBroker:
     def __init__(self, url: str, *, queue_type: str = "classic", delivery_limit: int = 5,
                  ssl_context: ssl.SSLContext | None = None,
                  settings: Settings | None = None) -> None:
         self._url = url
+        self._urls = candidate_urls(url)
+        self._next_host = 0  # where the next connect starts: after the host lost or failed
+        self._tried = self._urls[0]  # the last host tried, for messages
         self._ssl_context = ssl_context  # amqps:// only; aiormq's own defaults when None
         self._settings = settings or Settings()  # for the TLS start-up message
         self._ever_connected = False
@@ -196,7 +269,11 @@ class RabbitMQBroker:
         self._delivery_limit = delivery_limit
         self._conn: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
+        self._publisher_lock = asyncio.Lock()
         self._utility: AbstractChannel | None = None
+        self._replier: AbstractChannel | None = None
+        self._channel_lock = asyncio.Lock()
+        self._replies: _RabbitReplyConsumer | None = None
         self._consumers: list[_RabbitConsumer] = []
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
@@ -220,7 +297,7 @@ class RabbitMQBroker:
             await self._connection(force=True)
         except BrokerUnavailable as exc:
             fatal = (None if self._ever_connected else tls.handshake_failure(
-                exc, server=f"rabbitmq at {tls.server_name(self._url, AMQPS_PORT)}",
+                exc, server=f"rabbitmq at {_host_of(self._tried)}",
                 settings=self._settings))
             if fatal is None:
                 raise
@@ -265,17 +342,42 @@ class RabbitMQBroker:
             if not force and now < self._retry_at:
                 raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
             try:
-                conn = await asyncio.wait_for(
-                    aiormq.connect(_with_heartbeat(self._url), context=self._ssl_context),
-                    CONNECT_TIMEOUT_S)
-                await self._restore_consumers(conn)
+                conn = await self._connect_any()
             except Exception as exc:  # aiormq can fail a handshake with StopAsyncIteration too
                 self._retry_at = now + self._backoff.next()
                 raise _unavailable(exc) from exc
-            self._conn, self._publisher, self._utility = conn, None, None
+            self._conn, self._publisher, self._utility, self._replier = conn, None, None, None
             self._ever_connected = True
             self._backoff.reset()
             return conn
+
+    async def _connect_any(self) -> AbstractConnection:
+        """A connection, with every consumer restored, to the first host that gives one,
+        trying each host once, in turn, from `_next_host`; else an error naming each host."""
+        failed: list[str] = []
+        first = self._next_host
+        for step in range(len(self._urls)):
+            index = (first + step) % len(self._urls)
+            self._tried = url = self._urls[index]
+            self._next_host = (index + 1) % len(self._urls)  # if this one fails, or is lost
+            try:
+                conn = await asyncio.wait_for(
+                    aiormq.connect(_with_heartbeat(url), context=self._ssl_context),
+                    CONNECT_TIMEOUT_S)
+                await self._restore_consumers(conn)
+            except Exception as exc:
+                failed.append(f"{_host_of(url)} "
+                              f"({type(exc).__name__}: {exc})"[:200])
+                if len(failed) < len(self._urls):
+                    continue
+                if len(failed) == 1:
+                    raise
+                raise ConnectionError(f"no host answered: {'; '.join(failed)}") from exc
+            if failed:
+                log.warning("rabbitmq connected to %s after %s failed", _host_of(url),
+                            ", ".join(failed))
+            return conn
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _restore_consumers(self, conn: AbstractConnection) -> None:
         """Attach every consumer to a new connection; all of them, or the connection is dropped."""
@@ -305,13 +407,47 @@ class RabbitMQBroker:
             log.warning("rabbitmq connection lost; reconnecting")
         await self._connection(force=True)
 
-    async def _channel(self, attr: str, **kwargs: Any) -> AbstractChannel:
+    async def _channel(self, attr: str) -> AbstractChannel:
+        """The utility or the reply channel, opened once (one of them, whoever asks first)."""
         channel: AbstractChannel | None = getattr(self, attr)
-        if channel is None or channel.is_closed:
-            conn = await self._connection()
-            channel = await _amqp(conn.channel(**kwargs))
-            setattr(self, attr, channel)
-        return channel
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._channel_lock:
+            channel = getattr(self, attr)
+            if channel is None or channel.is_closed:
+                conn = await self._connection()
+                channel = await _amqp(conn.channel())
+                setattr(self, attr, channel)
+            return channel
+
+    async def _publishing_channel(self) -> AbstractChannel:
+        """The publishing channel (confirms on), consuming this client's replies when it has
+        a reply consumer: a new channel consumes them before its first publish."""
+        channel = self._publisher
+        replies = self._replies
+        if (channel is not None and not channel.is_closed
+                and (replies is None or replies.channel is channel)):
+            return channel
+        async with self._publisher_lock:
+            channel = self._publisher
+            if channel is None or channel.is_closed:
+                conn = await self._connection()
+                channel = await _amqp(conn.channel(publisher_confirms=True,
+                                                   on_return_raises=True))
+                self._publisher = channel
+            replies = self._replies
+            if replies is not None and replies.channel is not channel:
+                try:
+                    await _amqp(replies.attach(channel))
+                except BaseException:
+                    # A failed basic.consume closes the channel (or leaves it without its
+                    # reply consumer): drop it, the next call opens another.
+                    self._publisher = None
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+                    raise
+                log.info("consuming direct replies on the publishing channel")
+            return channel
 
     # --- the port -----------------------------------------------------------------------
 
@@ -349,15 +485,18 @@ class RabbitMQBroker:
                 with contextlib.suppress(Exception):
                     await channel.close()
 
-    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
+    async def publish(self, queue: str, body: bytes, *, message_id: str,
+                      reply_to: str | None = None,
+                      headers: Mapping[str, str] | None = None) -> None:
         properties = spec.Basic.Properties(
             delivery_mode=2,
             content_type="application/json",
             message_id=message_id,
             correlation_id=message_id,
+            reply_to=reply_to,
+            headers=dict(headers) if headers else None,
         )
-        channel = await self._channel("_publisher", publisher_confirms=True,
-                                      on_return_raises=True)
+        channel = await self._publishing_channel()
         try:
             confirm = await channel.basic_publish(
                 body, routing_key=queue, properties=properties, mandatory=True,
@@ -366,11 +505,50 @@ class RabbitMQBroker:
         except PublishError as exc:
             raise Unroutable(f"no queue named {queue!r}: the broker returned the message") from exc
         except DeliveryError as exc:
+            await self._retire_publisher(channel)
             raise BrokerUnavailable(f"broker refused the message: {exc}") from exc
+        except ChannelPreconditionFailed as exc:
+            # With reply_to=amq.rabbitmq.reply-to and no reply consumer on this channel:
+            # "PRECONDITION_FAILED - fast reply consumer does not exist". The channel is gone.
+            raise BrokerUnavailable(f"rabbitmq closed the publishing channel: "
+                                    f"{_reply_text(exc)}") from exc
         except Exception as exc:
             raise _unavailable(exc) from exc
         if not isinstance(confirm, spec.Basic.Ack):
+            await self._retire_publisher(channel)
             raise BrokerUnavailable(f"publish not confirmed: {confirm!r}")
+
+    async def _retire_publisher(self, channel: AbstractChannel) -> None:
+        """Stop publishing on a channel whose publish was refused. A channel that began to
+        publish to a quorum queue while its leader was being elected is refused (nacked) on
+        every later publish, while a new channel on the same connection is accepted at once
+        (found by the failover test: RabbitMQ 3.10, leader node killed): the next publish
+        opens a new channel, and its reply consumer with it."""
+        if self._publisher is channel:
+            self._publisher = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(channel.close(), OPERATION_TIMEOUT_S)
+
+    async def consume_replies(self, handler: ReplyHandler) -> _RabbitReplyConsumer:
+        if self._replies is not None:
+            raise RuntimeError("this client consumes its replies already")
+        replies = self._replies = _RabbitReplyConsumer(self, handler)
+        try:
+            await self._publishing_channel()
+        except BaseException:
+            self._replies = None
+            raise
+        return replies
+
+    async def send_reply(self, address: str, body: bytes, *, correlation_id: str) -> None:
+        properties = spec.Basic.Properties(
+            delivery_mode=1,
+            content_type="text/plain",
+            correlation_id=correlation_id,
+        )
+        channel = await self._channel("_replier")
+        await _amqp(channel.basic_publish(body, routing_key=address, properties=properties,
+                                          timeout=OPERATION_TIMEOUT_S))
 
     async def consume(self, queue: str, handler: DeliveryHandler, *,
                       prefetch: int) -> _RabbitConsumer:

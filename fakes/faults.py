@@ -137,6 +137,11 @@ class BrokerFaults(_Group):
             "blackhole",
             "The link goes silent without closing: operations hang until the detection bound "
             "(heartbeat or confirm timeout), then fail as a lost connection.")
+        self.reply_lost = Fault(
+            "reply_lost",
+            "A Direct Reply-To reply is dropped on its way: `send_reply` returns as usual (a "
+            "reply is neither mandatory nor confirmed), and its consumer never gets it, as "
+            "when the requester's channel went away in between.")
 
 
 class StoreFaults(_Group):

@@ -19,7 +19,15 @@ What it keeps from RabbitMQ:
   fails with BrokerUnavailable, as an ack on a closed channel does; the client reconnects and
   its consumers resume, as the adapter's supervisor does;
 - settling a delivery twice is an error; delivery is always asynchronous, never inline;
-- bodies are bytes, copied on the way in and out.
+- bodies are bytes, copied on the way in and out; `reply_to` and string headers go through;
+- Direct Reply-To: a client consumes its replies (`consume_replies`) on the channel it
+  publishes on; publishing with `reply_to=amq.rabbitmq.reply-to` without that consumer is a
+  channel error (PRECONDITION_FAILED, BrokerUnavailable); the broker rewrites the address
+  into one unique to the consumer's channel, which dies with the channel or connection (a lost
+  connection, a channel the broker closed, the client closed): a reply sent to it afterwards
+  is dropped silently, as are replies still on their way. The consumer is attached again
+  before the next publish, at a new address. Replies are delivered by a task of their own,
+  never inline, in the order sent.
 
 Faults (`fakes.faults.BrokerFaults`, on `InMemoryBroker.faults`) are asked at every client
 operation; see that module for what each one does.
@@ -33,6 +41,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from reference.backoff import stop_task
@@ -43,7 +52,7 @@ from reference.errors import (
     Unroutable,
 )
 from reference.fakes.faults import BrokerFaults
-from reference.ports import DeliveryHandler
+from reference.ports import DIRECT_REPLY_TO, DeliveryHandler, ReplyHandler
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,8 @@ class _Message:
     seq: int = 0  # publish order: a returned message goes back to its original place
     returns: int = 0  # times handed back after a delivery (RabbitMQ's delivery-count)
     redelivered: bool = False
+    reply_to: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,9 @@ class InMemoryBroker:
         self.confirm_timeout_s = confirm_timeout_s
         self.detection_s = detection_s
         self.clients: list[MemoryBrokerClient] = []
+        self.reply_consumers: dict[str, _ReplyConsumer] = {}  # by their live address
         self._seq = itertools.count(1)
+        self._reply_channels = itertools.count(1)
         self._notices: set[asyncio.Task[None]] = set()
         self.faults.connection_loss.when_switched_on(lambda: self.drop_all("broker outage"))
         self.faults.blackhole.when_switched_on(self._silence_all)
@@ -160,7 +173,8 @@ class InMemoryBroker:
         if dlq is None:
             log.warning("dropped a dead-lettered message: %s has no dead-letter queue", queue.name)
             return
-        dlq.ready.append(_Message(message.body, message.message_id, seq=next(self._seq)))
+        dlq.ready.append(_Message(message.body, message.message_id, seq=next(self._seq),
+                                  reply_to=message.reply_to, headers=message.headers))
         dlq.dead.append(DeadLetter(message.body, message.message_id, reason))
         self._notify_later(dlq)
 
@@ -199,6 +213,8 @@ class MemoryDelivery:
         quorum = queue.delivery_limit is not None
         self.delivery_count = message.returns + 1 if quorum else 1 + self.redelivered
         self.message_id = message.message_id
+        self.reply_to = message.reply_to
+        self.headers = dict(message.headers)
 
     def _channel_open(self) -> bool:
         return (self._client.is_open and self._client.epoch == self._epoch
@@ -314,6 +330,58 @@ class _Consumer:
             self.client._consumers.remove(self)
 
 
+class _ReplyConsumer:
+    """A client's consumer of its Direct Reply-To pseudo-queue; satisfies Subscription. Its
+    address lives as long as the channel it was attached on."""
+
+    def __init__(self, client: MemoryBrokerClient, handler: ReplyHandler) -> None:
+        self.client = client
+        self.handler = handler
+        self.address: str | None = None  # None: detached (its channel went away)
+        self._inbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(
+            self._run(), name="memory-reply-consumer")
+
+    def attach(self) -> str:
+        server = self.client.server
+        self.detach()
+        self.address = f"{DIRECT_REPLY_TO}.{next(server._reply_channels)}"
+        server.reply_consumers[self.address] = self
+        return self.address
+
+    def detach(self) -> None:
+        if self.address is not None:
+            self.client.server.reply_consumers.pop(self.address, None)
+            self.address = None
+
+    def deliver_later(self, address: str, body: bytes) -> None:
+        self._inbox.put_nowait((address, body))
+
+    async def _run(self) -> None:
+        while True:
+            address, body = await self._inbox.get()
+            if address != self.address or self.client.server.faults.blackhole.active:
+                continue  # its channel went away, or the link is silent: the reply is lost
+            try:
+                await self.handler(body)
+            except Exception:
+                log.exception("reply handler raised; the reply is dropped")
+
+    def stop(self) -> None:
+        """Detach and stop at once (no await): the client closed or its process died."""
+        self.detach()
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        if self.client._replies is self:
+            self.client._replies = None
+
+    async def cancel(self) -> None:
+        task = self.task
+        self.stop()
+        await stop_task(task)
+
+
 class MemoryBrokerClient:
     """One connection to an InMemoryBroker; satisfies the MessageBroker port."""
 
@@ -331,6 +399,7 @@ class MemoryBrokerClient:
         # RabbitMQ does (found by the differential test).
         self._unsettled: dict[MemoryDelivery, None] = {}
         self._blackhole: asyncio.Task[None] | None = None
+        self._replies: _ReplyConsumer | None = None
 
     # --- connection life ----------------------------------------------------------------
 
@@ -341,6 +410,8 @@ class MemoryBrokerClient:
         log.debug("in-memory broker connection lost: %s", reason)
         self.is_open = False
         self.epoch += 1
+        if self._replies is not None:
+            self._replies.detach()
         for consumer in self._consumers:
             consumer.unsettled = 0
             consumer.attached = False
@@ -410,6 +481,8 @@ class MemoryBrokerClient:
     async def close(self) -> None:
         for consumer in list(self._consumers):
             await consumer.cancel()
+        if self._replies is not None:
+            await self._replies.cancel()
         self._drop("closed by its owner")
         self._closed = True
         if self._blackhole is not None:
@@ -422,6 +495,8 @@ class MemoryBrokerClient:
         and takes its unsettled deliveries back; nothing reconnects."""
         self._drop("the owning process died")
         self._closed = True
+        if self._replies is not None:
+            self._replies.stop()
 
     async def ping(self) -> None:
         await self._link()
@@ -431,18 +506,30 @@ class MemoryBrokerClient:
         self.server._declare(queue, self.delivery_limit)
         self.server._declare(queue + ".dlq", None)
 
-    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
+    async def publish(self, queue: str, body: bytes, *, message_id: str,
+                      reply_to: str | None = None,
+                      headers: Mapping[str, str] | None = None) -> None:
         if not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(f"body must be bytes, not {type(body).__name__}")
         await self._link()
+        if self._replies is not None and self._replies.address is None:
+            self._replies.attach()  # the adapter consumes again on its new publishing channel
         target = self._queue(queue)
         faults = self.server.faults
         if faults.channel_closed.fires():
+            if self._replies is not None:  # it was consumed on the publishing channel
+                self._replies.detach()
             raise BrokerUnavailable("publisher channel closed by the broker")
+        if reply_to == DIRECT_REPLY_TO:
+            if self._replies is None:
+                raise BrokerUnavailable("rabbitmq closed the publishing channel: "
+                                        "PRECONDITION_FAILED - fast reply consumer does not exist")
+            reply_to = self._replies.address
         if faults.nack.fires():
             await asyncio.sleep(0)
             raise BrokerUnavailable("broker refused the message: nack")
-        target.ready.append(_Message(bytes(body), message_id, seq=next(self.server._seq)))
+        target.ready.append(_Message(bytes(body), message_id, seq=next(self.server._seq),
+                                     reply_to=reply_to, headers=dict(headers or {})))
         await target.notify()
         if faults.confirm_lost.fires():
             await asyncio.sleep(self.server.confirm_timeout_s)
@@ -464,6 +551,30 @@ class MemoryBrokerClient:
         )
         self._consumers.append(consumer)
         return consumer
+
+    async def consume_replies(self, handler: ReplyHandler) -> _ReplyConsumer:
+        await self._link()
+        if self._replies is not None:
+            raise RuntimeError("this client consumes its replies already")
+        self._replies = _ReplyConsumer(self, handler)
+        self._replies.attach()
+        return self._replies
+
+    async def send_reply(self, address: str, body: bytes, *, correlation_id: str) -> None:
+        if not isinstance(body, bytes | bytearray | memoryview):
+            raise TypeError(f"body must be bytes, not {type(body).__name__}")
+        await self._link()
+        if self.server.faults.reply_lost.fires():
+            return
+        consumer = self.server.reply_consumers.get(address)
+        if consumer is not None:
+            consumer.deliver_later(address, bytes(body))
+            return
+        queue = self.server.queues.get(address)  # the default exchange routes by queue name
+        if queue is not None:
+            queue.ready.append(_Message(bytes(body), None, seq=next(self.server._seq)))
+            await queue.notify()
+        # else: no consumer at that address (any more), not mandatory: dropped silently
 
     async def get(self, queue: str) -> MemoryDelivery | None:
         await self._link()

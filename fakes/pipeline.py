@@ -33,6 +33,7 @@ class Pipeline:
     workers: list[CoreWorker] = field(default_factory=list)
     memory: MemoryBackends = field(default_factory=MemoryBackends)
     worker_services: list[Services] = field(default_factory=list)
+    app: Any = None  # the Sanic app: `app.ctx.completion` is how the API waits
     _client: httpx.AsyncClient | None = None
 
     def token(self, sub: str = "alice", roles: Sequence[str] | None = None,
@@ -120,7 +121,8 @@ async def running_pipeline(
     await server.startup()
     await server.before_start()
     await server.after_start()
-    pipeline = Pipeline(settings, services, f"http://127.0.0.1:{port}", memory=memory)
+    pipeline = Pipeline(settings, services, f"http://127.0.0.1:{port}", memory=memory,
+                        app=app)
     try:
         for _ in range(workers):
             await pipeline.add_worker()

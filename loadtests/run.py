@@ -66,7 +66,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-workers", type=int, default=1)
     p.add_argument("--core-workers", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=64, help="per core worker")
-    p.add_argument("--completion", default="poll", choices=["poll", "batch", "push"])
+    from reference.settings import COMPLETIONS  # only the standard library at the top
+
+    p.add_argument("--completion", default="poll", choices=COMPLETIONS)
     p.add_argument("--poll-interval-ms", type=float, default=5.0)
     p.add_argument("--scenario", default=None,
                    help="locust: a journey of scenarios/ (default lifecycle); "

@@ -15,7 +15,12 @@ from urllib.parse import urlsplit
 from reference.actions import ActionRegistry, builtin, load_actions
 from reference.auth import JwtKeys, JwtVerifier
 from reference.backoff import retry_until
-from reference.completion import BatchCompletion, PollingCompletion, PushCompletion
+from reference.completion import (
+    BatchCompletion,
+    PollingCompletion,
+    PushCompletion,
+    ReplyCompletion,
+)
 from reference.errors import BrokerUnavailable, ConfigError, StartupError, StoreUnavailable
 from reference.policy import RolesPolicy
 from reference.ports import Completion, MessageBroker, ResultStore, UserRepository
@@ -118,6 +123,9 @@ class Services:
             return BatchCompletion(self.results, interval_s=interval_s)
         if s.completion == "push":
             return PushCompletion(self.results, safety_interval_s=s.safety_poll_ms / 1000)
+        if s.completion == "reply":
+            return ReplyCompletion(self.broker, self.results,
+                                   safety_interval_s=s.safety_poll_ms / 1000)
         return PollingCompletion(self.results, interval_s=interval_s)
 
     def requester(self, completion: Completion) -> Requester:

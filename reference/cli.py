@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (env REFERENCE_PORT, default 8000)")
     serve.add_argument("--workers", type=int, default=1, help="Sanic worker processes")
     serve.add_argument("--completion", choices=COMPLETIONS,
-                       help="how the API waits for results: poll, batch or push "
+                       help=f"how the API waits for results: {', '.join(COMPLETIONS[:-1])} "
+                            f"or {COMPLETIONS[-1]} "
                             "(env REFERENCE_COMPLETION, default poll)")
     _common_flags(serve)
 
@@ -251,8 +252,8 @@ def _redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    userinfo, _, hosts = parts.netloc.rpartition("@")  # hosts may be several: h1:1,h2:2
+    netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 

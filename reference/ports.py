@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from reference.domain import User
@@ -26,6 +26,18 @@ class Delivery(Protocol):
     @property
     def message_id(self) -> str | None: ...
 
+    @property
+    def reply_to(self) -> str | None:
+        """Where the publisher wants a reply notice (`send_reply`), or None. A message
+        published with `reply_to=DIRECT_REPLY_TO` arrives with the address the broker made of
+        it for that publisher's channel (`amq.rabbitmq.reply-to.<opaque>`)."""
+        ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The message's string-valued AMQP headers, as published (empty when none)."""
+        ...
+
     async def ack(self) -> None: ...
 
     async def reject(self, *, requeue: bool) -> None:
@@ -34,6 +46,12 @@ class Delivery(Protocol):
 
 
 DeliveryHandler = Callable[[Delivery], Awaitable[None]]
+ReplyHandler = Callable[[bytes], Awaitable[None]]
+
+# RabbitMQ's Direct Reply-To pseudo-queue: a client consumes it (without acks) on the channel
+# it publishes on, and publishes with this as `reply_to`; the broker rewrites it, per channel,
+# into an address that anyone can publish a reply to through the default exchange.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 class Subscription(Protocol):
@@ -59,8 +77,27 @@ class MessageBroker(Protocol):
         """Declare the durable queue and its dead-letter queue `<queue>.dlq`."""
         ...
 
-    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
-        """Publish persistently and return once the broker has confirmed it."""
+    async def publish(self, queue: str, body: bytes, *, message_id: str,
+                      reply_to: str | None = None,
+                      headers: Mapping[str, str] | None = None) -> None:
+        """Publish persistently and return once the broker has confirmed it. `headers` go
+        out as AMQP headers (a W3C `traceparent`, say). `reply_to=DIRECT_REPLY_TO` needs this
+        client's `consume_replies` running: without it RabbitMQ closes the channel
+        (PRECONDITION_FAILED), and this raises BrokerUnavailable."""
+        ...
+
+    async def consume_replies(self, handler: ReplyHandler) -> Subscription:
+        """Consume this client's Direct Reply-To pseudo-queue (no acks) on the channel that
+        `publish` uses, calling `handler` with each reply's body, never inline. After a lost
+        connection or channel it is consumed again, on the new publishing channel, before
+        the next publish; replies sent to the old address in between are lost. One per
+        client."""
+        ...
+
+    async def send_reply(self, address: str, body: bytes, *, correlation_id: str) -> None:
+        """Publish a reply notice to `address` (a delivery's `reply_to`) on the default
+        exchange: transient, not mandatory, no confirm awaited. A reply to an address whose
+        consumer is gone is dropped by the broker, silently."""
         ...
 
     async def consume(
@@ -158,6 +195,11 @@ class Watch(Protocol):
 
 class Completion(Protocol):
     """How the API learns that a request's record became final (`REFERENCE_COMPLETION`)."""
+
+    @property
+    def reply_to(self) -> str | None:
+        """The `reply_to` the Requester puts on the messages it waits for (None: none)."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +64,11 @@ class Requester:
         *,
         deadline: int | None = None,
         wait: bool = True,
+        headers: Mapping[str, str] | None = None,
     ) -> Submitted:
         """Write Queued, start watching for the result (if `wait`), then publish and wait for
-        the broker's confirm.
+        the broker's confirm. `headers` go on the message as AMQP headers (a W3C
+        `traceparent`); a waited request carries the completion's `reply_to`, if it has one.
 
         Raises StoreUnavailable before publishing, BrokerUnavailable if not confirmed."""
         request_id = str(uuid.uuid4())
@@ -77,8 +80,10 @@ class Requester:
                                  deadline=deadline, queued_at=queued_at)
         # Watch before publishing, so that no notice of the result can come too early.
         watch = self._completion.watch(request_id) if wait else None
+        reply_to = self._completion.reply_to if wait else None
         try:
-            await self._broker.publish(self._queue, encode(message), message_id=request_id)
+            await self._broker.publish(self._queue, encode(message), message_id=request_id,
+                                       reply_to=reply_to, headers=headers)
         except BaseException as exc:
             if watch is not None:
                 watch.cancel()

@@ -12,7 +12,7 @@ from reference.errors import ConfigError
 
 T = TypeVar("T")
 
-COMPLETIONS = ("poll", "batch", "push")
+COMPLETIONS = ("poll", "batch", "push", "reply")
 QUEUE_TYPES = ("classic", "quorum")
 QUORUM_LIMIT_FACTOR = 4
 

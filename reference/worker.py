@@ -5,6 +5,11 @@ claim the request and write Running (or skip: final already, held by a live work
 too often), run the action with progress, write exactly one final record, release the claim,
 and only then ack. Every delivery is settled on every path: an error nobody expected writes a
 Fail record and dead-letters the message, and the worker goes on.
+
+A message with `reply_to` (the API's `reply` completion) gets a reply notice once it is
+settled with its final record in Redis (written now, or found there): the request id, sent to
+that address (`MessageBroker.send_reply`). It is best effort, after the settle: a reply that
+fails is logged, and the API's safety sweep finds the record anyway.
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ from reference.errors import (
 )
 from reference.messages import RequestMessage, decode
 from reference.policy import RolesPolicy
-from reference.ports import Delivery, MessageBroker, ResultStore, Subscription, UserRepository
+from reference.ports import (
+    DIRECT_REPLY_TO,
+    Delivery,
+    MessageBroker,
+    ResultStore,
+    Subscription,
+    UserRepository,
+)
 from reference.records import FAIL, RUNNING, SUCCESS, ResultRecord
 from reference.worker_metrics import WorkerMetrics
 
@@ -45,6 +57,8 @@ log = logging.getLogger(__name__)
 
 # Why a message lands in the dead-letter queue (SPEC §2), as the worker logs it.
 DEAD_LETTER_REASONS = ("poison", "delivery_limit", "internal")
+# A reply notice is best effort: it may not hold the delivery's task longer than this.
+REPLY_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +243,7 @@ class CoreWorker:
             # Refused before any work: the final record, written once whoever gets here first.
             await self._finish(rid, running, refusal, holder=None, action=message.action)
             await delivery.ack()
+            await self._reply(delivery, rid)
             return
         state = await self._begin(rid, running)
         if state == "held":
@@ -236,6 +251,7 @@ class CoreWorker:
             state = await self._wait_for_holder(rid, running)
         if state == "final":
             await delivery.ack()
+            await self._reply(delivery, rid)  # the first reply may have been lost with its run
             return
         if state == "stopping":  # someone else will take it
             await self._hand_back(delivery)
@@ -257,6 +273,26 @@ class CoreWorker:
         finally:
             self._running.discard(rid)
         await delivery.ack()
+        await self._reply(delivery, rid)
+
+    async def _reply(self, delivery: Delivery, rid: str) -> None:
+        """Send the reply notice of a settled request whose final record is in Redis, if its
+        message asked for one. Best effort: any failure is logged, never raised."""
+        # getattr: a Delivery written before the port had reply_to (a test's double).
+        address = getattr(delivery, "reply_to", None)
+        if not address:
+            return
+        if not address.startswith(DIRECT_REPLY_TO + "."):
+            # Only Direct Reply-To addresses: a producer's reply_to must not turn the worker
+            # into a relay that publishes into any queue of the default exchange.
+            log.debug("no reply notice for %s: %r is not a direct reply-to address", rid, address)
+            return
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                await self._broker.send_reply(address, rid.encode(), correlation_id=rid)
+        except Exception as exc:  # TimeoutError too; never a reason to fail the delivery
+            log.warning("could not send the reply notice of %s: %s: %s", rid,
+                        type(exc).__name__, exc)
 
     def _check(self, message: RequestMessage, now: float) -> tuple[Action, BaseModel]:
         """The action and its checked params; raises what refuses a message before any work
@@ -336,6 +372,9 @@ class CoreWorker:
         except Exception as exc:
             log.warning("could not dead-letter %s (the broker will hand it out again): %s",
                         rid, exc)
+            return
+        if rid is not None:  # its Fail record (or an earlier final one) is what the API reads
+            await self._reply(delivery, rid)
 
     async def _run(self, message: RequestMessage, action: Action,
                    params: BaseModel, base: ResultRecord) -> None:

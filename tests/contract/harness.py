@@ -33,6 +33,11 @@ class BrokerHarness:
         for client in self._clients:
             await client.close()
 
+    async def lose_connection(self, client: MessageBroker) -> None:
+        """The broker drops this client's connection (and only this one's); returns once the
+        client has seen it and connected again."""
+        raise NotImplementedError
+
 
 class MemoryHarness(BrokerHarness):
     name = "memory"
@@ -43,6 +48,30 @@ class MemoryHarness(BrokerHarness):
 
     def _new_client(self, delivery_limit: int | None) -> Any:
         return self.server.client(delivery_limit=delivery_limit)
+
+    async def lose_connection(self, client: MessageBroker) -> None:
+        client._drop("connection lost")  # type: ignore[attr-defined]
+        await client.ping()  # the adapter's supervisor reconnects; the fake on the next call
+
+
+class Replies:
+    """Collects reply bodies from `consume_replies`, with the task each came in."""
+
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[tuple[bytes, asyncio.Task[Any] | None]] = asyncio.Queue()
+
+    async def __call__(self, body: bytes) -> None:
+        await self.items.put((body, asyncio.current_task()))
+
+    async def next(self, timeout: float = WAIT_S) -> bytes:
+        return (await asyncio.wait_for(self.items.get(), timeout))[0]
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.items.get(), seconds)
+        except TimeoutError:
+            return True
+        return False
 
 
 class Inbox:

@@ -4,6 +4,7 @@ and the RabbitMQ side of the differential test (RabbitSide: clients through a Tc
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import aiormq
@@ -11,7 +12,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp import commands as spec
 
 from reference.adapters.rabbitmq import RabbitMQBroker
-from reference.ports import Delivery, DeliveryHandler, MessageBroker
+from reference.ports import Delivery, DeliveryHandler, MessageBroker, ReplyHandler
 from tests.contract.differential_model import DLQ, QUEUE, Side, attempt, eventually
 from tests.contract.harness import BrokerHarness
 from tests.faults import TcpProxy
@@ -28,6 +29,16 @@ class RabbitHarness(BrokerHarness):
         if delivery_limit is None:
             return RabbitMQBroker(self.url)
         return RabbitMQBroker(self.url, queue_type="quorum", delivery_limit=delivery_limit)
+
+    async def lose_connection(self, client: MessageBroker) -> None:
+        adapter: Any = client
+        assert adapter._conn is not None
+        await adapter._conn.close()  # as a node that went away: the supervisor reconnects
+
+        async def reconnected() -> bool:
+            return bool(adapter._is_open())
+
+        assert await eventually(reconnected, bool), "the adapter did not reconnect"
 
     async def cleanup(self) -> None:
         await super().cleanup()
@@ -63,8 +74,17 @@ class RenamedQueues:
     async def declare_queue(self, queue: str) -> None:
         await self.inner.declare_queue(self._q(queue))
 
-    async def publish(self, queue: str, body: bytes, *, message_id: str) -> None:
-        await self.inner.publish(self._q(queue), body, message_id=message_id)
+    async def publish(self, queue: str, body: bytes, *, message_id: str,
+                      reply_to: str | None = None,
+                      headers: Mapping[str, str] | None = None) -> None:
+        await self.inner.publish(self._q(queue), body, message_id=message_id,
+                                 reply_to=reply_to, headers=headers)
+
+    async def consume_replies(self, handler: ReplyHandler) -> Any:
+        return await self.inner.consume_replies(handler)
+
+    async def send_reply(self, address: str, body: bytes, *, correlation_id: str) -> None:
+        await self.inner.send_reply(address, body, correlation_id=correlation_id)
 
     async def consume(self, queue: str, handler: DeliveryHandler, *, prefetch: int) -> Any:
         return await self.inner.consume(self._q(queue), handler, prefetch=prefetch)

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from reference.errors import DeliveryAlreadySettled, QueueMismatch, Unroutable
-from tests.contract.harness import Inbox, MemoryHarness, get_eventually
+from reference.errors import BrokerUnavailable, DeliveryAlreadySettled, QueueMismatch, Unroutable
+from reference.ports import DIRECT_REPLY_TO
+from tests.contract.harness import WAIT_S, Inbox, MemoryHarness, Replies, get_eventually
 
 
 def _rabbit_harness(request: pytest.FixtureRequest, unique: str) -> Any:
@@ -197,3 +198,114 @@ async def test_delivery_is_never_inline(harness: Any) -> None:
         await asyncio.sleep(0.02)
     assert len(handler_tasks) == 1
     assert handler_tasks[0] is not asyncio.current_task()
+
+
+# --- headers and Direct Reply-To ----------------------------------------------------------------
+
+TRACEPARENT = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+
+
+async def test_headers_go_through_as_published(harness: Any) -> None:
+    """String headers (a W3C traceparent) reach the consumer as published; none: empty."""
+    broker = await harness.client()
+    await broker.declare_queue(harness.queue)
+    await broker.publish(harness.queue, b"traced", message_id="t1", headers=TRACEPARENT)
+    await broker.publish(harness.queue, b"plain", message_id="t2")
+    traced = await get_eventually(broker, harness.queue)
+    plain = await get_eventually(broker, harness.queue)
+    assert (traced.headers, traced.reply_to) == (TRACEPARENT, None)
+    assert (plain.headers, plain.reply_to) == ({}, None)
+    await traced.ack()
+    await plain.ack()
+
+
+async def test_a_reply_reaches_the_publisher_at_its_rewritten_address(harness: Any) -> None:
+    """A request published with reply_to=amq.rabbitmq.reply-to (confirmed) arrives with an
+    address of the publisher's own; a reply sent there reaches the publisher, in another
+    task than the sender's, and no other client."""
+    api, core, other = await harness.client(), await harness.client(), await harness.client()
+    await api.declare_queue(harness.queue)
+    replies, others = Replies(), Replies()
+    await api.consume_replies(replies)
+    await other.consume_replies(others)
+    await api.publish(harness.queue, b"req", message_id="r1", reply_to=DIRECT_REPLY_TO,
+                      headers=TRACEPARENT)
+    request = await get_eventually(core, harness.queue)
+    assert request.reply_to is not None and request.reply_to.startswith(DIRECT_REPLY_TO + ".")
+    assert request.headers == TRACEPARENT
+    await request.ack()
+    await core.send_reply(request.reply_to, b"r1", correlation_id="r1")
+    body, task = await asyncio.wait_for(replies.items.get(), WAIT_S)
+    assert body == b"r1"
+    assert task is not None and task is not asyncio.current_task()
+    assert await others.nothing_within(0.2)
+
+
+async def test_publish_with_reply_to_needs_the_reply_consumer(harness: Any) -> None:
+    """Publishing with reply_to=amq.rabbitmq.reply-to on a client that consumes no replies is
+    refused (PRECONDITION_FAILED closes the channel); the client goes on publishing."""
+    broker = await harness.client()
+    await broker.declare_queue(harness.queue)
+    with pytest.raises(BrokerUnavailable, match="reply consumer"):
+        await broker.publish(harness.queue, b"lost", message_id="x", reply_to=DIRECT_REPLY_TO)
+    await broker.publish(harness.queue, b"fine", message_id="y")
+    delivery = await get_eventually(broker, harness.queue)
+    assert delivery.body == b"fine"  # the refused one was not queued
+    await delivery.ack()
+    assert await broker.get(harness.queue) is None
+
+
+async def test_a_cancelled_reply_consumer_takes_no_more_requests_with_reply_to(harness: Any
+                                                                              ) -> None:
+    """After the reply consumer is cancelled, a publish with reply_to is refused again."""
+    broker = await harness.client()
+    await broker.declare_queue(harness.queue)
+    subscription = await broker.consume_replies(Replies())
+    await broker.publish(harness.queue, b"ok", message_id="a", reply_to=DIRECT_REPLY_TO)
+    await subscription.cancel()
+    with pytest.raises(BrokerUnavailable, match="reply consumer"):
+        await broker.publish(harness.queue, b"no", message_id="b", reply_to=DIRECT_REPLY_TO)
+
+
+async def test_a_reply_to_a_gone_consumer_is_dropped_silently(harness: Any) -> None:
+    """Given the requester's connection closed, a reply to its address raises nothing and
+    reaches nobody; the replier's channel still works."""
+    api, core = await harness.client(), await harness.client()
+    await api.declare_queue(harness.queue)
+    await api.consume_replies(Replies())
+    await api.publish(harness.queue, b"req", message_id="r1", reply_to=DIRECT_REPLY_TO)
+    request = await get_eventually(core, harness.queue)
+    await request.ack()
+    await api.close()
+    newcomer = await harness.client()
+    theirs = Replies()
+    await newcomer.consume_replies(theirs)
+    assert request.reply_to is not None
+    await core.send_reply(request.reply_to, b"r1", correlation_id="r1")
+    assert await theirs.nothing_within(0.3)
+    await core.publish(harness.queue, b"after", message_id="a")
+    after = await get_eventually(core, harness.queue)
+    assert after.body == b"after"
+    await after.ack()
+
+
+async def test_the_reply_consumer_comes_back_at_a_new_address_after_a_lost_connection(
+        harness: Any) -> None:
+    """Given the requester's connection was lost, its next publish with reply_to works, at
+    a new address that gets the replies; the old address gets none."""
+    api, core = await harness.client(), await harness.client()
+    await api.declare_queue(harness.queue)
+    replies = Replies()
+    await api.consume_replies(replies)
+    await api.publish(harness.queue, b"before", message_id="b", reply_to=DIRECT_REPLY_TO)
+    before = await get_eventually(core, harness.queue)
+    await before.ack()
+    await harness.lose_connection(api)
+    await api.publish(harness.queue, b"after", message_id="a", reply_to=DIRECT_REPLY_TO)
+    after = await get_eventually(core, harness.queue)
+    await after.ack()
+    assert after.reply_to not in (None, before.reply_to)
+    await core.send_reply(before.reply_to, b"old", correlation_id="b")
+    await core.send_reply(after.reply_to, b"new", correlation_id="a")
+    assert await replies.next() == b"new"
+    assert await replies.nothing_within(0.3)

@@ -24,9 +24,10 @@ def base_settings(**changes: object) -> Settings:
 
 
 TARGETS = [
-    ("memory", "poll"), ("memory", "batch"), ("memory", "push"),
+    ("memory", "poll"), ("memory", "batch"), ("memory", "push"), ("memory", "reply"),
     pytest.param(("real", "poll"), marks=pytest.mark.real),
     pytest.param(("real", "push"), marks=pytest.mark.real),
+    pytest.param(("real", "reply"), marks=pytest.mark.real),
 ]
 
 

@@ -161,6 +161,6 @@ def test_a_port_in_use_is_one_line() -> None:
 
 def test_completion_help_lists_the_modes() -> None:
     """`serve --help` names every completion mode, and an unknown one is refused."""
-    assert "poll, batch or push" in run_cli("serve", "--help").stdout
+    assert "poll, batch, push or reply" in " ".join(run_cli("serve", "--help").stdout.split())
     done = run_cli("serve", "--completion", "carrier-pigeon")
     assert done.returncode == 2 and "invalid choice" in done.stderr

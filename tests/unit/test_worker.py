@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,10 +12,12 @@ import pytest
 
 from reference.bootstrap import MemoryBackends, Services, build
 from reference.clock import now_ms
+from reference.errors import BrokerUnavailable
 from reference.messages import Principal, RequestMessage, encode
+from reference.ports import DIRECT_REPLY_TO
 from reference.records import FAIL, QUEUED, RUNNING, SUCCESS, ResultRecord
 from reference.settings import Settings
-from reference.worker import CoreWorker
+from reference.worker import REPLY_TIMEOUT_S, CoreWorker
 from tests.helpers import eventually, final_record
 
 
@@ -274,3 +277,129 @@ async def test_hand_backs_do_not_spend_the_delivery_limit() -> None:
     finally:
         await current.worker.stop()
         await current.services.close()
+
+
+# --- reply notices (the API's `reply` completion) ---------------------------------------------
+
+
+@dataclass
+class Replies:
+    """An API-side connection to the rig's broker that consumes its Direct Reply-To replies,
+    noting each with what the store held when it arrived."""
+
+    client: Any
+    rig: Rig
+    got: asyncio.Queue[tuple[bytes, ResultRecord | None]]
+
+    async def publish(self, action: str, params: dict[str, Any], rid: str, *,
+                      reply_to: str = DIRECT_REPLY_TO) -> None:
+        message = RequestMessage(action, params, rid,
+                                 principal=Principal("alice", ("users:write",)))
+        await self.client.publish(self.rig.settings.queue, encode(message), message_id=rid,
+                                  reply_to=reply_to)
+
+    async def next(self, timeout: float = 5.0) -> tuple[bytes, ResultRecord | None]:
+        return await asyncio.wait_for(self.got.get(), timeout)
+
+
+@pytest.fixture
+async def api(rig: Rig) -> AsyncIterator[Replies]:
+    """An API-side connection that consumes its replies, closed after the test."""
+    client = rig.memory.broker.client()
+    await client.connect()
+    got: asyncio.Queue[tuple[bytes, ResultRecord | None]] = asyncio.Queue()
+
+    async def on_reply(body: bytes) -> None:
+        await got.put((body, await rig.services.results.get(body.decode())))
+
+    await client.consume_replies(on_reply)
+    yield Replies(client, rig, got)
+    await client.close()
+
+
+async def test_the_reply_names_the_request_once_its_record_is_final(rig: Rig, api: Replies) -> None:
+    """A message with reply_to gets, after its final record, a reply whose body is its id."""
+    await api.publish("createUser", {"name": "Ada", "email": "ada@example.com"}, "r1")
+    body, record = await api.next()
+    assert body == b"r1"
+    assert record is not None and record.status == SUCCESS
+    assert await eventually(rig.queue_drained)
+
+
+async def test_a_redelivery_already_final_is_acked_and_replied(rig: Rig, api: Replies) -> None:
+    """A copy whose record is final already is acked without running, and replied to: the
+    first reply may have been lost with the worker that wrote the record."""
+    done = ResultRecord(status=SUCCESS, detail="done elsewhere", owner="alice")
+    await rig.services.results.put("r1", done, ttl_s=60)
+    await api.publish("createUser", {"name": "Ada", "email": "ada@example.com"}, "r1")
+    body, record = await api.next()
+    assert (body, record) == (b"r1", done)
+    assert await eventually(rig.queue_drained)
+    assert rig.worker.runs_started == 0
+
+
+@pytest.mark.parametrize("kind", ["refused", "poison"])
+async def test_requests_ended_without_a_run_are_replied_too(rig: Rig, api: Replies,
+                                                            kind: str) -> None:
+    """A request refused before any work (a Fail record, acked) or poison with a readable id
+    (a Fail record, dead-lettered) gets its reply after the record."""
+    if kind == "refused":
+        await api.publish("launchRocket", {}, "r1")
+    else:
+        await api.client.publish(rig.settings.queue,
+                                 orjson.dumps({"request_id": "r1", "params": {}}),
+                                 message_id="r1", reply_to=DIRECT_REPLY_TO)
+    body, record = await api.next()
+    assert body == b"r1"
+    assert record is not None and record.status == FAIL
+    assert await eventually(rig.queue_drained)
+
+
+@pytest.mark.parametrize("failure", ["raises", "hangs"])
+async def test_a_failed_reply_neither_blocks_the_ack_nor_changes_the_outcome(
+        rig: Rig, api: Replies, failure: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply that fails or hangs is logged; the message is acked, the record stays Success,
+    and the worker is free again within the reply's bound."""
+    tried: list[str] = []
+
+    async def send_reply(address: str, body: bytes, *, correlation_id: str) -> None:
+        tried.append(correlation_id)
+        if failure == "raises":
+            raise BrokerUnavailable("rabbitmq unavailable: connection lost")
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(rig.services.broker, "send_reply", send_reply)
+    await api.publish("createUser", {"name": "Ada", "email": "ada@example.com"}, "r1")
+    record = await final_record(rig.services.results, "r1")
+    assert record.status == SUCCESS
+
+    async def acked() -> bool:
+        return rig.memory.broker.unsettled() == 0 and tried == ["r1"]
+
+    async def free() -> bool:
+        return rig.worker.in_flight == 0
+
+    # Acked before the reply's bound ran out: the reply does not hold the ack back.
+    assert await eventually(acked, timeout=REPLY_TIMEOUT_S / 2)
+    assert await eventually(free, timeout=REPLY_TIMEOUT_S + 2)
+    assert await rig.dlq() == []
+    assert api.got.empty()
+
+
+@pytest.mark.parametrize("reply_to", [None, "work"])
+async def test_no_reply_unless_asked_for_at_a_direct_reply_to_address(
+        rig: Rig, reply_to: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without reply_to, or with one that is not a Direct Reply-To address (a queue name:
+    the worker is no relay into other queues), no reply is sent."""
+    sent: list[str] = []
+
+    async def send_reply(address: str, body: bytes, *, correlation_id: str) -> None:
+        sent.append(address)
+
+    monkeypatch.setattr(rig.services.broker, "send_reply", send_reply)
+    message = RequestMessage("listUsers", {}, "r1")
+    await rig.services.broker.publish(rig.settings.queue, encode(message), message_id="r1",
+                                      reply_to=reply_to)
+    await final_record(rig.services.results, "r1")
+    assert await eventually(rig.queue_drained)
+    assert sent == []
