@@ -15,6 +15,7 @@ from reference.messages import Principal, RequestMessage, encode
 from reference.policy import RolesPolicy
 from reference.ports import Completion, MessageBroker, ResultStore, Watch
 from reference.records import FAIL, QUEUED, ResultRecord
+from reference.tracing import producer_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,12 @@ class Requester:
         *,
         deadline: int | None = None,
         wait: bool = True,
-        headers: Mapping[str, str] | None = None,
+        trace: Mapping[str, Any] | None = None,
     ) -> Submitted:
         """Write Queued, start watching for the result (if `wait`), then publish and wait for
-        the broker's confirm. `headers` go on the message as AMQP headers (a W3C
-        `traceparent`); a waited request carries the completion's `reply_to`, if it has one.
+        the broker's confirm. `trace` holds the caller's W3C trace context (an HTTP request's
+        headers): the message carries it on in its AMQP headers (`reference.tracing`); a
+        waited request carries the completion's `reply_to`, if it has one.
 
         Raises StoreUnavailable before publishing, BrokerUnavailable if not confirmed."""
         request_id = str(uuid.uuid4())
@@ -82,8 +84,10 @@ class Requester:
         watch = self._completion.watch(request_id) if wait else None
         reply_to = self._completion.reply_to if wait else None
         try:
-            await self._broker.publish(self._queue, encode(message), message_id=request_id,
-                                       reply_to=reply_to, headers=headers)
+            with producer_span(trace or {}, queue=self._queue, action=action,
+                               request_id=request_id) as headers:
+                await self._broker.publish(self._queue, encode(message), message_id=request_id,
+                                           reply_to=reply_to, headers=headers or None)
         except BaseException as exc:
             if watch is not None:
                 watch.cancel()

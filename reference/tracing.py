@@ -52,6 +52,11 @@ def _otel() -> Any:
     return (trace, propagate, trace.get_tracer("reference"))
 
 
+def enabled() -> bool:
+    """Whether OpenTelemetry is installed, so that spans are made."""
+    return _otel() is not None
+
+
 @contextlib.contextmanager
 def producer_span(incoming: Mapping[str, Any], *, queue: str, action: str,
                   request_id: str) -> Iterator[dict[str, str]]:

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from reference import tracing
 from reference.actions import Action, ActionContext, ActionRegistry, Outcome, builtin
 from reference.backoff import Backoff, keep_running, stop_task
 from reference.clock import now_ms
@@ -107,7 +108,8 @@ class CoreWorker:
         self.runs_started = 0  # actions this worker began to run (re-runs after a death count)
         self.dead_lettered: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
         self.metrics = metrics if metrics is not None else WorkerMetrics(
-            frozenset(a.name for a in self._actions), dead_letter_reasons=DEAD_LETTER_REASONS)
+            frozenset(a.name for a in self._actions), dead_letter_reasons=DEAD_LETTER_REASONS,
+            queue=config.queue)
 
     @property
     def in_flight(self) -> int:
@@ -184,7 +186,8 @@ class CoreWorker:
                                          poison.request_id, code=ValidationFailed.code,
                                          record_first=True)
             else:
-                step = functools.partial(self._handle, delivery, message)
+                handle = self._handle_traced if tracing.enabled() else self._handle
+                step = functools.partial(handle, delivery, message)
             await self._handle_through_outages(delivery, step)
         except asyncio.CancelledError:
             await self._hand_back(delivery)
@@ -228,6 +231,12 @@ class CoreWorker:
     async def _hand_back(self, delivery: Delivery) -> None:
         with contextlib.suppress(Exception):
             await delivery.reject(requeue=True)
+
+    async def _handle_traced(self, delivery: Delivery, message: RequestMessage) -> None:
+        """`_handle` in a CONSUMER span, its parent the trace context of the message."""
+        with tracing.consumer_span(delivery.headers, queue=self._config.queue,
+                                   action=message.action, request_id=message.request_id):
+            await self._handle(delivery, message)
 
     async def _handle(self, delivery: Delivery, message: RequestMessage) -> None:
         rid = message.request_id

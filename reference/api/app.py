@@ -311,7 +311,7 @@ async def _dispatch(
     params = action.validate(params)
     respond_async = _wants_async(request)
     submitted = await requester.submit(action.name, params, principal,
-                                       wait=not respond_async)
+                                       wait=not respond_async, trace=request.headers)
     rid = submitted.request_id
     request.ctx.request_id = rid
     location = {"Location": f"/requests/{rid}"}

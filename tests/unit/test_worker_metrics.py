@@ -40,6 +40,8 @@ class _Delivery:
         self.redelivered = redelivered
         self.delivery_count = delivery_count
         self.message_id = None
+        self.reply_to: str | None = None
+        self.headers: dict[str, str] = {}
         self.settled: list[str] = []
 
     async def ack(self) -> None:
@@ -117,16 +119,20 @@ async def test_redeliveries_count_the_flag_and_the_delivery_count(rig: Rig) -> N
 
 
 async def test_in_flight_and_claims_waited_on(rig: Rig) -> None:
-    """Two copies of one running request: both are in flight, the second waits on the claim."""
+    """Two copies of one running request: both are in flight (and the queue's unacked depth),
+    the second waits on the claim."""
     body = _message("runJob", {"duration_ms": 300, "steps": 2}, "twice")
     await rig.services.broker.publish(rig.settings.queue, body, message_id="a")
     await rig.services.broker.publish(rig.settings.queue, body, message_id="b")
     await eventually(lambda: _async(
         _value(_text(rig), "reference_worker_claims_waited_total") == 1))
     assert _value(_text(rig), "reference_worker_deliveries_in_flight") == 2
+    queue = rig.settings.queue
+    assert _value(_text(rig), "reference_queue_depth", queue=queue, state="unacked") == 2
     await final_record(rig.services.results, "twice")
     await eventually(lambda: _async(
         _value(_text(rig), "reference_worker_deliveries_in_flight") == 0))
+    assert _value(_text(rig), "reference_queue_depth", queue=queue, state="unacked") == 0
     text = _text(rig)
     assert _value(text, "reference_worker_outcomes_total", action="runJob", outcome="success") == 1
     assert _value(text, "reference_worker_action_seconds_count", action="runJob") == 1
