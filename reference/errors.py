@@ -27,6 +27,15 @@ class StoreUnavailable(ReferenceServiceError):
     """The result store (or domain store) cannot be reached."""
 
 
+class NotQueued(BrokerUnavailable):
+    """A request was not queued (its publish failed or was not confirmed); its record, written
+    under `request_id`, says so: Fail with code `unavailable`."""
+
+    def __init__(self, message: str, *, request_id: str) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
 class Unroutable(BrokerUnavailable):
     """Published to a queue that does not exist: the broker returned the message."""
 

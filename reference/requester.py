@@ -10,7 +10,7 @@ from typing import Any
 
 from reference.actions import ActionRegistry, builtin
 from reference.clock import now_ms
-from reference.errors import BrokerUnavailable, StoreUnavailable
+from reference.errors import BrokerUnavailable, NotQueued, StoreUnavailable
 from reference.messages import Principal, RequestMessage, encode
 from reference.policy import RolesPolicy
 from reference.ports import Completion, MessageBroker, ResultStore, Watch
@@ -100,7 +100,7 @@ class Requester:
             # other) makes the worker acknowledge it without running it.
             with contextlib.suppress(StoreUnavailable):
                 await self._results.put(request_id, failed, ttl_s=self._result_ttl_s)
-            raise
+            raise NotQueued(str(exc), request_id=request_id) from exc
         return Submitted(request_id, watch)
 
     async def wait(self, submitted: Submitted, timeout_s: float | None = None) -> Waited:

@@ -28,6 +28,7 @@ from reference.errors import (
     AuthError,
     BrokerUnavailable,
     DomainError,
+    NotQueued,
     StoreUnavailable,
     ValidationFailed,
 )
@@ -190,6 +191,8 @@ def _install_error_handlers(app: App) -> None:
     @app.exception(BrokerUnavailable, StoreUnavailable)
     async def _unavailable(request: Request, exc: Exception) -> HTTPResponse:
         log.warning("503: %s", exc)
+        if isinstance(exc, NotQueued):  # its record says "not queued": let the client look
+            request.ctx.request_id = exc.request_id
         return _error(503, "unavailable", str(exc), headers={"Retry-After": "1"})
 
     @app.exception(SanicException)

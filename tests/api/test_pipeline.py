@@ -182,6 +182,25 @@ async def test_timeout_is_504_and_the_result_is_readable_later() -> None:
             assert await eventually(done)
 
 
+async def test_a_nacked_publish_is_503_naming_the_request_whose_record_says_not_queued(
+) -> None:
+    """A publish the broker refuses gets 503 with X-Request-ID naming the request, and its
+    record (the caller's own) says Fail `unavailable`, so the client knows it never ran."""
+    async with running_pipeline(api_settings(queue="nacked")) as p:
+        async with httpx.AsyncClient(base_url=p.base_url, timeout=5) as http:
+            p.faults.broker.nack.on_call(1)
+            refused = await http.post("/jobs", json={"duration_ms": 0}, headers=p.auth())
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "unavailable"
+            rid = refused.headers["x-request-id"]
+            record = await http.get(f"/requests/{rid}", headers=p.auth())
+            assert record.status_code == 200
+            assert (record.json()["status"], record.json()["error"]["code"]) == (
+                "Fail", "unavailable")
+            other = await http.get(f"/requests/{rid}", headers=p.auth(sub="mallory"))
+            assert other.status_code == 404
+
+
 async def test_broker_outage_is_503_and_readyz_says_so() -> None:
     """With the broker gone: new requests 503 at once, /readyz 503, reads still work."""
     async with running_pipeline(api_settings(queue="outage")) as p:
