@@ -1,4 +1,4 @@
-"""`python -m loadtests.compare`: the three completion modes and the baseline, each run
+"""`python -m loadtests.compare`: the four completion modes and the baseline, each run
 `--repeats` times in turn (so that drift in the machine hits all alike), as Markdown tables of
 medians with their min-max, and compare.png (the same medians with min-max bars).
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from reference.loadtests import run
 
-MODES = ("poll", "batch", "push", "baseline")
+MODES = ("poll", "batch", "push", "reply", "baseline")
 SUT = ("api", "workers", "rabbitmq", "redis")
 
 
