@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import PubSub
 
 from reference.adapters.lua_scripts import lua
 from reference.adapters.redis_errors import redis_call, unavailable
+from reference.adapters.redis_keys import RequestKeys
 from reference.records import MalformedRecord, ResultRecord
 
 # A final record is never overwritten. Finality is kept in a marker key beside the record
-# (`<prefix>final:<request_id>`), set with NX in the same script that writes the final record,
-# so that no write has to read the record itself to know.
+# (`<prefix>final:{<prefix><request_id>}`), set with NX in the same script that writes the final
+# record, so that no write has to read the record itself to know.
 
 SUBSCRIBE_TIMEOUT_S = 5.0
+
+RedisClient: TypeAlias = Redis | RedisCluster  # one Redis (or fakeredis), or a Redis Cluster
 
 
 def _ms(seconds: float) -> int:
@@ -25,13 +29,13 @@ def _ms(seconds: float) -> int:
 
 
 class RedisResultStore:
-    """Records under `<prefix><request_id>`, their finality markers under
-    `<prefix>final:<request_id>`, claims under `<prefix>claim:<request_id>`, start counts
-    under `<prefix>starts:<request_id>`."""
+    """Records under `<prefix><request_id>`; beside each, in its hash slot (adapters/redis_keys),
+    its finality marker, its claim and its start count. Works on one Redis as it is; a Redis
+    Cluster needs adapters/redis_cluster's subclass (MGET by slot, pub/sub on one node)."""
 
-    def __init__(self, client: Redis, *, key_prefix: str = "") -> None:
+    def __init__(self, client: RedisClient, *, key_prefix: str = "") -> None:
         self._redis = client
-        self._prefix = key_prefix
+        self._keys = RequestKeys(key_prefix)
         self._finish = client.register_script(lua("finish"))
         self._progress = client.register_script(lua("progress"))
         self._begin = client.register_script(lua("begin"))
@@ -39,34 +43,35 @@ class RedisResultStore:
         self._release = client.register_script(lua("release_claim"))
 
     def _key(self, request_id: str) -> str:
-        return self._prefix + request_id
+        return self._keys.record(request_id)
 
     def _marker_key(self, request_id: str) -> str:
-        return f"{self._prefix}final:{request_id}"
+        return self._keys.final(request_id)
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> RedisClient:
         return self._redis
 
     @property
     def finals_channel(self) -> str:
-        return f"{self._prefix}reference:finals"
+        return self._keys.finals_channel
 
     @property
     def updates_channel(self) -> str:
         """Where BEGIN and PROGRESS announce each Running write (the payload: request_id)."""
-        return f"{self._prefix}reference:updates"
+        return self._keys.updates_channel
 
     def _claim_key(self, request_id: str) -> str:
-        return f"{self._prefix}claim:{request_id}"
+        return self._keys.claim(request_id)
 
     def _starts_key(self, request_id: str) -> str:
-        return f"{self._prefix}starts:{request_id}"
+        return self._keys.starts(request_id)
 
     async def ping(self) -> None:
         await redis_call("PING", self._redis.ping())
 
     async def close(self) -> None:
+        assert isinstance(self._redis, Redis)
         await self._redis.aclose(close_connection_pool=True)
 
     async def create(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
@@ -114,8 +119,13 @@ class RedisResultStore:
     async def get_many(self, request_ids: Sequence[str]) -> list[ResultRecord | None]:
         if not request_ids:
             return []
-        raws = await redis_call("MGET", self._redis.mget([self._key(r) for r in request_ids]))
+        raws = await redis_call("MGET", self._mget([self._key(r) for r in request_ids]))
         return [_parse(raw) for raw in raws]
+
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        """The values of `keys`, in their order: one MGET (all keys on one server)."""
+        assert isinstance(self._redis, Redis)
+        return await self._redis.mget(keys)
 
     async def renew_claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:
         key = self._claim_key(request_id)
@@ -134,8 +144,13 @@ class RedisResultStore:
         and final ones (the finals channel), on one connection."""
         return await self._subscribe(self.updates_channel, self.finals_channel)
 
+    async def _pubsub(self) -> PubSub:
+        """A pub/sub connection of its own (not connected yet)."""
+        assert isinstance(self._redis, Redis)
+        return self._redis.pubsub()
+
     async def _subscribe(self, *channels: str) -> RedisFinalsSubscription:
-        pubsub = self._redis.pubsub()
+        pubsub = await redis_call("SUBSCRIBE", self._pubsub())
         try:
             await pubsub.subscribe(*channels)
             # Return only once Redis confirmed every subscription.

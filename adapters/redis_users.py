@@ -1,17 +1,19 @@
 """RedisUserRepository: the example domain's users in their own Redis key namespace.
 
 Every change that touches more than one key runs as one Lua script, so that ids and emails stay
-unique with any number of workers.
+unique with any number of workers. The namespace (adapters/redis_keys.users_namespace,
+`<prefix>{reference:users}:`) holds a hash tag: on a Redis Cluster every users key is in one
+slot, so the scripts, which build some key names from their arguments, stay on one node.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from reference.adapters.lua_scripts import lua
 from reference.adapters.redis_errors import redis_call
+from reference.adapters.redis_keys import users_namespace
+from reference.adapters.redis_results import RedisClient
 from reference.domain import User
 from reference.errors import Conflict, NotFound
 
@@ -23,7 +25,7 @@ def _text(value: Any) -> str:
 
 
 class RedisUserRepository:
-    def __init__(self, client: Redis, *, namespace: str = "reference:users:") -> None:
+    def __init__(self, client: RedisClient, *, namespace: str = users_namespace()) -> None:
         self._redis = client
         ns = namespace
         self._next_id = ns + "next_id"

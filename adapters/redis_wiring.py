@@ -6,7 +6,7 @@ Detection bounds for a link that goes silent without closing (packets dropped, n
   on a pooled connection or on a new one (the handshake is bounded by the same timeout);
 - a pub/sub subscription reads nothing from a silent link and would wait for ever: redis-py's
   health check only *sends* a PING after `health_check_interval` of quiet, and nothing waits
-  for the answer. `_WatchedPubSub` waits for it: after PUBSUB_HEALTH_CHECK_S without a reply it
+  for the answer. `WatchedPubSub` waits for it: after PUBSUB_HEALTH_CHECK_S without a reply it
   pings, and if no reply at all comes within PUBSUB_REPLY_TIMEOUT_S more, the read raises
   redis TimeoutError and drops the connection. A subscriber that keeps reading notices a silent
   link within PUBSUB_HEALTH_CHECK_S + PUBSUB_REPLY_TIMEOUT_S.
@@ -34,7 +34,8 @@ from redis.asyncio.connection import SSLConnection
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from reference.adapters import tls
-from reference.adapters.redis_results import RedisResultStore
+from reference.adapters.redis_keys import users_namespace
+from reference.adapters.redis_results import RedisClient, RedisResultStore
 from reference.adapters.redis_users import RedisUserRepository
 from reference.errors import StoreUnavailable
 from reference.settings import Settings
@@ -47,7 +48,7 @@ PUBSUB_REPLY_TIMEOUT_S = 2.0  # ...and hears something back within this, or is l
 REDISS_PORT = 6379
 
 
-class _WatchedPubSub(PubSub):
+class WatchedPubSub(PubSub):
     """A PubSub whose health-check PING must be answered: a silent link fails the read."""
 
     _ping_sent_at: float | None = None
@@ -123,11 +124,11 @@ class WatchedRedis(Redis):
     """redis.asyncio's client, with subscriptions that notice a silent link."""
 
     def pubsub(self, **kwargs: Any) -> PubSub:
-        return _WatchedPubSub(self.connection_pool, event_dispatcher=self._event_dispatcher,
-                              **kwargs)
+        return WatchedPubSub(self.connection_pool, event_dispatcher=self._event_dispatcher,
+                             **kwargs)
 
 
-class _TlsConnection(SSLConnection):
+class TlsConnection(SSLConnection):
     """A rediss:// connection that uses the SSLContext it is given (one for the whole pool)."""
 
     def __init__(self, *, tls_context: ssl.SSLContext, **kwargs: Any) -> None:
@@ -153,16 +154,16 @@ def redis_client(url: str, *, max_connections: int,
         health_check_interval=HEALTH_CHECK_S,
     )
     if pool.connection_class is SSLConnection:  # rediss://
-        pool.connection_class = _TlsConnection
+        pool.connection_class = TlsConnection
         pool.connection_kwargs["tls_context"] = ssl_context or tls.client_context(Settings())
     return WatchedRedis(connection_pool=pool)
 
 
-class _TlsRedisResultStore(RedisResultStore):
+class TlsRedisResultStore(RedisResultStore):
     """The result store on rediss://: until a PING has been answered once, a TLS failure that
     retrying cannot mend is one TlsStartupError line (see adapters.tls)."""
 
-    def __init__(self, client: Redis, *, key_prefix: str, server: str,
+    def __init__(self, client: RedisClient, *, key_prefix: str, server: str,
                  settings: Settings) -> None:
         super().__init__(client, key_prefix=key_prefix)
         self._server = server
@@ -192,7 +193,7 @@ def redis_stores(settings: Settings, memory: Any) -> tuple[RedisResultStore, Red
         tls.reject_url_options(url, (), prefix="ssl")
         client = redis_client(url, max_connections=pool_size(settings),
                               ssl_context=tls.client_context(settings))
-        results = _TlsRedisResultStore(
+        results = TlsRedisResultStore(
             client, key_prefix=settings.key_prefix, settings=settings,
             server=f"redis at {tls.server_name(url, REDISS_PORT)}")
     else:
@@ -200,5 +201,5 @@ def redis_stores(settings: Settings, memory: Any) -> tuple[RedisResultStore, Red
         results = RedisResultStore(client, key_prefix=settings.key_prefix)
     return (
         results,
-        RedisUserRepository(client, namespace=settings.key_prefix + "reference:users:"),
+        RedisUserRepository(client, namespace=users_namespace(settings.key_prefix)),
     )

@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
                       help="core processes to run at once (default 2)")
     core.add_argument("--domain-namespace", default=None, metavar="NS",
                       help="keys under <prefix>NS are the users' own data: no TTL needed "
-                      "(default reference:users:)")
+                      "(default {reference:users}:)")
     core.add_argument("cmd", nargs=argparse.REMAINDER, help="the core's command line")
 
     api = which.add_parser("api", help="check a running API over HTTP")

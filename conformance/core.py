@@ -16,7 +16,7 @@ The runner starts CMD (`--instances` copies) with these variables set to names o
 Then it acts as the API does: it declares the queue with the API's arguments, writes `Queued`
 records, publishes messages (persistent, `application/json`, `message_id` and
 `correlation_id` = `request_id`, publisher confirms), and reads the records back. Keys in the
-example domain's namespace (`<prefix>reference:users:`, `--domain-namespace`) are the users'
+example domain's namespace (`<prefix>{reference:users}:`, `--domain-namespace`) are the users'
 own data and need no TTL, unless their name holds a request id; every other key does.
 """
 
@@ -45,6 +45,7 @@ import redis.asyncio as aioredis
 
 from reference.actions import ActionRegistry, builtin
 from reference.adapters.rabbitmq import RabbitMQBroker
+from reference.adapters.redis_keys import USERS_NAMESPACE
 from reference.adapters.redis_results import RedisResultStore
 from reference.clock import now_ms
 from reference.conformance.report import CheckFailed, Report
@@ -53,7 +54,7 @@ from reference.records import FINAL_STATUSES, QUEUED, MalformedRecord, ResultRec
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DOMAIN_NAMESPACE = "reference:users:"
+DOMAIN_NAMESPACE = USERS_NAMESPACE  # contract §5: `{reference:users}:`
 CLAIM_TTL_S = 2
 DELIVERY_LIMIT = 2  # starts a request may have; the kill check needs 2
 SHUTDOWN_TIMEOUT_S = 2
@@ -977,6 +978,28 @@ async def check_ttl(run: CoreRun) -> None:
     run.notes.append(f"ttl: {len(keys)} keys, {exempt} domain keys without TTL exempt")
 
 
+async def check_key_layout(run: CoreRun) -> None:
+    """Every key that names one of the run's requests is one that contract §5 names: the record,
+    or `final:`, `claim:`, `starts:` with the record's key as hash tag (so that all the keys of
+    one request share a Redis Cluster slot), or the domain's `req:` key."""
+    p, domain = run.prefix, run.prefix + run.options.domain_namespace
+    ours = set(run.actions_of) | set(run.finals)
+    keys = [k.decode() async for k in run.redis.scan_iter(match=p + "*", count=1000)]
+    wrong: list[str] = []
+    for key in keys:
+        for rid in set(UUID.findall(key)) & ours:
+            named = {p + rid, f"{p}final:{{{p}{rid}}}", f"{p}claim:{{{p}{rid}}}",
+                     f"{p}starts:{{{p}{rid}}}", f"{domain}req:{rid}"}
+            if key not in named:
+                wrong.append(key)
+    if wrong:
+        raise CheckFailed(f"{len(wrong)} keys about a request are not named as contract §5 says, "
+                          f"e.g. {', '.join(sorted(wrong)[:2])} (expected e.g. "
+                          f"{p}final:{{{p}<request_id>}})")
+    markers = sum(1 for k in keys if k.startswith(p + "final:{"))
+    run.notes.append(f"keys.layout: {len(keys)} keys, {markers} finality markers")
+
+
 CHECKS: list[tuple[str, Check]] = [
     ("startup", check_startup),
     ("actions.createUser", check_create),
@@ -1002,6 +1025,7 @@ CHECKS: list[tuple[str, Check]] = [
     ("kill.delivery_limit", check_delivery_limit),
     ("records.owner", check_owner),
     ("records.timestamps", check_timestamps),
+    ("keys.layout", check_key_layout),
     ("ttl.every_key", check_ttl),
 ]
 CHECK_NAMES = tuple(name for name, _ in CHECKS)
@@ -1033,7 +1057,7 @@ async def run_core(options: CoreOptions, out: TextIO = sys.stdout) -> int:
 
             async def guarded(check: Check = check, name: str = name) -> None:
                 if name not in ("startup", "poison.core_keeps_running", "records.owner",
-                                "records.timestamps", "ttl.every_key"):
+                                "records.timestamps", "keys.layout", "ttl.every_key"):
                     await run.ensure_instances()
                 crashes = len(run.crashes)
                 await check(run)

@@ -56,9 +56,9 @@ SECRET = "simulation-secret-of-at-least-32-bytes!"
 ACTION_ROUTES = {("POST", "/users"), ("GET", "/users"), ("GET", "/users/{id}"),
                  ("PUT", "/users/{id}"), ("DELETE", "/users/{id}"), ("POST", "/jobs")}
 DOCUMENTED = frozenset({200, 201, 202, 204, 400, 401, 404, 409, 413, 422, 503, 504})
-DOMAIN_PREFIX = "reference:users:"
+DOMAIN_PREFIX = "{reference:users}:"  # adapters/redis_keys.USERS_NAMESPACE
 BROKER_FAULTS = ("connection_loss", "channel_closed", "nack", "confirm_lost", "slow_confirm",
-                 "blackhole")
+                 "blackhole", "reply_lost")
 STORE_FAULTS = ("refused", "reset_peer", "closed_transport", "timeout", "readonly", "oom",
                 "latency", "blackhole")
 
@@ -99,7 +99,7 @@ def draw_plan(seed: int, *, faulty: bool = True) -> Plan:
         queue=f"sim-{seed}",
         queue_type=rng.choice(("classic", "classic", "quorum")),
         delivery_limit=rng.choice((2, 3, 5)),
-        completion=rng.choice(("poll", "batch", "push")),
+        completion=rng.choice(("poll", "batch", "push", "reply")),
         request_timeout_s=rng.choice((2.0, 5.0, 10.0)),
         claim_ttl_s=rng.choice((0.5, 2.0, 10.0)),
         running_ttl_s=120.0,
@@ -636,7 +636,7 @@ class Simulation:
                 r.violate("loops alive", f"the claim renewer of {worker.worker_id} ended")
         live_ids = {w.worker_id for w in self._live_workers()}
         for key in keys:
-            if key.startswith(prefix + "claim:"):
+            if key.startswith(prefix + "claim:{"):
                 holder = await self.observer.get(key)
                 holder = holder.decode() if holder else None
                 if holder not in live_ids:

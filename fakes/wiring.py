@@ -12,6 +12,7 @@ from typing import Any
 import fakeredis
 
 from reference.adapters import redis_wiring
+from reference.adapters.redis_keys import users_namespace
 from reference.adapters.redis_results import RedisResultStore
 from reference.adapters.redis_users import RedisUserRepository
 from reference.fakes.faults import Faults, StoreFaults
@@ -46,5 +47,5 @@ def memory_stores(settings: Settings, memory: Any) -> tuple[RedisResultStore, Re
     )
     return (
         RedisResultStore(client, key_prefix=settings.key_prefix),
-        RedisUserRepository(client, namespace=settings.key_prefix + "reference:users:"),
+        RedisUserRepository(client, namespace=users_namespace(settings.key_prefix)),
     )

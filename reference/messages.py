@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reference.errors import PoisonMessage
 
-# A request id is a store key: no ':' (the separator of the other key families: final:,
-# claim:, starts:, reference:users:) and nothing that is not plain ASCII. The API issues UUIDs.
+# A request id is a store key (adapters/redis_keys.py): no ':' (the separator of the other key
+# families: final:{..}, claim:{..}, starts:{..}, {reference:users}:), no '{' or '}' (a Redis
+# Cluster hash tag: the companions' tag is the record's key) and nothing that is not plain
+# ASCII. The API issues UUIDs.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 REQUEST_ID = re.compile(REQUEST_ID_PATTERN[1:-1])
 RequestId = Annotated[str, Field(pattern=REQUEST_ID_PATTERN,

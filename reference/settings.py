@@ -17,6 +17,14 @@ QUEUE_TYPES = ("classic", "quorum")
 QUORUM_LIMIT_FACTOR = 4
 
 
+def check_key_prefix(prefix: str) -> str:
+    """`prefix`, or ConfigError (one line) if it holds a '{' or '}'."""
+    if "{" in prefix or "}" in prefix:
+        raise ConfigError(f"REFERENCE_KEY_PREFIX={prefix!r} must not contain '{{' or '}}': "
+                          f"braces mark a Redis Cluster hash tag in the keys built from it")
+    return prefix
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     broker_url: str = "memory://"
@@ -61,6 +69,7 @@ class Settings:
     worker_metrics_port: int | None = None  # `reference worker`: serve GET /metrics on it
 
     def __post_init__(self) -> None:
+        check_key_prefix(self.key_prefix)
         if self.completion not in COMPLETIONS:
             raise ConfigError(
                 f"REFERENCE_COMPLETION must be one of {', '.join(COMPLETIONS)}, "

@@ -30,7 +30,7 @@ from reference.records import FAIL, QUEUED, RUNNING, SUCCESS, ResultRecord
 from tests.api.conftest import api_settings
 from tests.helpers import eventually
 
-MODES = ["poll", "batch", "push"]
+MODES = ["poll", "batch", "push", "reply"]
 
 
 # --- a small SSE client -----------------------------------------------------------------------
@@ -382,11 +382,11 @@ async def test_scripts_called_with_the_earlier_argv_still_write() -> None:
     try:
         begin = client.register_script(lua("begin"))
         progress = client.register_script(lua("progress"))
-        state = await begin(keys=["r", "final:r", "claim:r", "starts:r"],
+        state = await begin(keys=["r", "final:{r}", "claim:{r}", "starts:{r}"],
                             args=["w", 5000, '{"status":"Running","detail":"a"}', 60000, 5,
                                   60000])
         assert state == b"started"
-        assert await progress(keys=["r", "final:r"],
+        assert await progress(keys=["r", "final:{r}"],
                               args=['{"status":"Running","detail":"b"}', 60000]) == 1
         record = await store.get("r")
         assert record is not None and record.detail == "b"

@@ -94,9 +94,10 @@ def test_request_ids_of_another_form_are_never_read(client: httpx.Client,
                           headers=served.auth())
     assert created.status_code == 201
     answers = set()
-    for rid in ("reference:users:ids", "reference:users:u:1", "reference:users:u:999",
-                created.headers["X-Request-ID"].upper(), "final:" + created.headers[
-                    "X-Request-ID"], "%00", "x" * 300):
+    rid_made = created.headers["X-Request-ID"]
+    for rid in ("{reference:users}:ids", "{reference:users}:u:1", "{reference:users}:u:999",
+                rid_made.upper(), "final:{" + rid_made + "}", "{" + rid_made + "}", "%00",
+                "x" * 300):
         r = client.get(f"/requests/{rid}", headers=served.auth())
         assert r.status_code == 404
         answers.add(r.text)

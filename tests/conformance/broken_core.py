@@ -35,6 +35,8 @@ class SettledDelivery:
         self.redelivered = delivery.redelivered
         self.delivery_count = delivery.delivery_count
         self.message_id = delivery.message_id
+        self.reply_to = delivery.reply_to
+        self.headers = delivery.headers
 
     async def ack(self) -> None:
         return None

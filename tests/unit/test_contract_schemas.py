@@ -139,6 +139,8 @@ def test_the_params_schemas_and_the_validators_agree(action: str, params: dict[s
 
 
 def test_the_notice_schema_is_the_request_id_form() -> None:
-    """A notice is a request id: the schema takes a UUID and refuses a key with ':'."""
+    """A notice is a request id: the schema takes a UUID and refuses a key with ':' or
+    braces."""
     schema = _schema("notice.schema.json")
-    assert _valid(schema, RID) and not _valid(schema, "final:" + RID)
+    assert _valid(schema, RID) and not _valid(schema, "final:{" + RID + "}")
+    assert not _valid(schema, "{" + RID + "}")

@@ -61,11 +61,12 @@ def test_malformed_records_are_refused(raw: bytes) -> None:
         ResultRecord.from_json(raw)
 
 
-@pytest.mark.parametrize("rid", ["final:job-2", "starts:x", "reference:users:next_id", "a b",
-                                 "é", "x" * 129, ""])
+@pytest.mark.parametrize("rid", ["final:{job-2}", "starts:x", "{reference:users}:next_id",
+                                 "{job-2}", "job}", "a b", "é", "x" * 129, ""])
 def test_a_request_id_that_could_name_another_key_is_poison(rid: str) -> None:
-    """A request id is a store key: ':' (the key families' separator), spaces, non-ASCII and
-    over 128 characters are refused, so no message can overwrite another request's keys."""
+    """A request id is a store key: ':' (the key families' separator), '{' and '}' (a hash
+    tag's marks), spaces, non-ASCII and over 128 characters are refused, so no message can
+    overwrite another request's keys."""
     body = orjson.dumps({"action": "getUser", "params": {"id": 1}, "request_id": rid})
     with pytest.raises(PoisonMessage) as refused:
         decode(body)

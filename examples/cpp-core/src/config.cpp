@@ -292,6 +292,11 @@ Config load_config() {
     text("REFERENCE_QUEUE", config.queue);
     text("REFERENCE_QUEUE_TYPE", config.queue_type);
     text("REFERENCE_KEY_PREFIX", config.key_prefix);
+    if (config.key_prefix.find_first_of("{}") != std::string::npos) {
+        throw ConfigError("REFERENCE_KEY_PREFIX=" + quoted(config.key_prefix) +
+                          " must not contain '{' or '}': braces mark a Redis Cluster hash tag "
+                          "in the keys built from it");
+    }
     text("REFERENCE_ROLES_POLICY", config.roles_policy);
     integer("REFERENCE_DELIVERY_LIMIT", config.delivery_limit);
     number("REFERENCE_RESULT_TTL_S", "result_ttl_s", config.result_ttl_s);

@@ -1,8 +1,9 @@
-// Result records and work claims in Redis, with the key layout of adapters/redis_results.py:
-//   <prefix><request_id>          the record (JSON)
-//   <prefix>final:<request_id>    the finality marker, set with the final record
-//   <prefix>claim:<request_id>    the claim: the holder's worker id, with a short expiry
-//   <prefix>starts:<request_id>   how often the request was claimed afresh
+// Result records and work claims in Redis, with the key layout of adapters/redis_keys.py:
+//   <prefix><request_id>                     the record (JSON)
+//   <prefix>final:{<prefix><request_id>}     the finality marker, set with the final record
+//   <prefix>claim:{<prefix><request_id>}     the claim: the holder's worker id, short expiry
+//   <prefix>starts:{<prefix><request_id>}    how often the request was claimed afresh
+// (the hash tag, the record's key, keeps every key of one request in one Redis Cluster slot)
 // with each Running write (BEGIN's start, PROGRESS) announced on <prefix>reference:updates
 // and each final record on <prefix>reference:finals (the payload: the request id).
 #pragma once
@@ -33,9 +34,12 @@ private:
     bool write_final(const std::string& rid, const ResultRecord& final_record, double ttl_s,
                      bool release_claim);
     std::string key(const std::string& rid) const { return prefix_ + rid; }
-    std::string marker_key(const std::string& rid) const { return prefix_ + "final:" + rid; }
-    std::string claim_key(const std::string& rid) const { return prefix_ + "claim:" + rid; }
-    std::string starts_key(const std::string& rid) const { return prefix_ + "starts:" + rid; }
+    std::string tagged(const char* family, const std::string& rid) const {
+        return prefix_ + family + "{" + key(rid) + "}";
+    }
+    std::string marker_key(const std::string& rid) const { return tagged("final:", rid); }
+    std::string claim_key(const std::string& rid) const { return tagged("claim:", rid); }
+    std::string starts_key(const std::string& rid) const { return tagged("starts:", rid); }
     std::string finals_channel() const { return prefix_ + "reference:finals"; }
     std::string updates_channel() const { return prefix_ + "reference:updates"; }
 

@@ -17,7 +17,7 @@ DomainError no_user(std::int64_t id) {
 }  // namespace
 
 UserStore::UserStore(RedisClient& redis, const std::string& key_prefix) : redis_(redis) {
-    const std::string ns = key_prefix + "reference:users:";
+    const std::string ns = key_prefix + "{reference:users}:";  // one Redis Cluster slot
     next_id_ = ns + "next_id";
     ids_ = ns + "ids";
     user_prefix_ = ns + "u:";

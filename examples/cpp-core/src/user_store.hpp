@@ -1,5 +1,5 @@
 // The example domain's users in Redis, with the layout of adapters/redis_users.py under
-// <prefix>reference:users:  next_id, ids (sorted set), u:<id> (hash name, email),
+// <prefix>{reference:users}:  next_id, ids (sorted set), u:<id> (hash name, email),
 // email:<email> (-> id), req:<request_id> (-> id created for that request).
 #pragma once
 
