@@ -69,12 +69,14 @@ def unique() -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
-    """Under CI=true a skipped real-broker test is a failure, whatever made it skip."""
+    """Under CI=true a skipped real-broker or cluster test is a failure, whatever made it
+    skip."""
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if IN_CI and report.skipped and item.get_closest_marker("real") is not None:
+    marker = next((m for m in ("real", "cluster") if item.get_closest_marker(m)), None)
+    if IN_CI and report.skipped and marker is not None:
         report.outcome = "failed"
-        report.longrepr = f"real-broker test skipped under CI=true: {report.longrepr}"
+        report.longrepr = f"{marker} test skipped under CI=true: {report.longrepr}"
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -33,3 +34,12 @@ async def final_record(store: ResultStore, request_id: str, timeout: float = 5.0
         return record if record is not None and record.is_final else None
 
     return await eventually(probe, timeout=timeout)
+
+
+def accepts(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on `host:port` now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.helpers import accepts
+
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 START_TIMEOUT_S = 90.0
 CTL_TIMEOUT_S = 30.0
@@ -36,14 +37,6 @@ CTL_TIMEOUT_S = 30.0
 
 class ClusterStartError(RuntimeError):
     """The cluster did not start; the message carries the failing node's log tail."""
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -131,7 +124,7 @@ class LocalRabbitCluster:
         if not script.exists() or shutil.which("epmd") is None:
             raise FileNotFoundError(f"RabbitMQ is not installed ({script}, epmd)")
         for node in self.nodes:
-            if _accepts(node.port) or _accepts(node.dist_port):
+            if accepts(node.port) or accepts(node.dist_port):
                 raise ClusterStartError(f"port {node.port} or {node.dist_port} is already in "
                                         f"use: another cluster (or a leftover) holds it")
         try:
@@ -204,7 +197,7 @@ class LocalRabbitCluster:
         }
 
     def _start_epmd(self) -> None:
-        if _accepts(self.epmd_port):
+        if accepts(self.epmd_port):
             # Not ours: use it, never stop it. Our node names must still be free there.
             names = subprocess.run(["epmd", "-port", str(self.epmd_port), "-names"],
                                    capture_output=True, text=True, timeout=10).stdout
@@ -218,7 +211,7 @@ class LocalRabbitCluster:
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
         deadline = time.monotonic() + 10
-        while not _accepts(self.epmd_port):
+        while not accepts(self.epmd_port):
             if self._epmd.poll() is not None or time.monotonic() > deadline:
                 raise ClusterStartError(
                     f"epmd did not start on {self.epmd_port}:\n"
@@ -234,7 +227,7 @@ class LocalRabbitCluster:
                     raise ClusterStartError(
                         f"RabbitMQ node {node.name} exited with {node.popen.returncode} while "
                         f"starting:\n{node.log_tail()}")
-                if "completed with" in _tail(node.out, 20000) and _accepts(node.port):
+                if "completed with" in _tail(node.out, 20000) and accepts(node.port):
                     waiting.remove(node)
             if waiting and time.monotonic() > deadline:
                 raise ClusterStartError(

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
+from tests.helpers import accepts
 
 START_TIMEOUT_S = 30.0
 
@@ -40,14 +41,6 @@ def _unavailable(message: str) -> None:
     if IN_CI:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _stop(popen: subprocess.Popen[bytes], *, group: bool) -> None:
@@ -170,7 +163,7 @@ def rabbitmq_tls(directory: Path, *, cert: Path, key: Path, ca: Path) -> Iterato
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         # The banner's last line, "Starting broker... completed with 0 plugins."
-        while "completed with" not in server.text() or not _accepts(port):
+        while "completed with" not in server.text() or not accepts(port):
             if popen.poll() is not None or time.monotonic() > deadline:
                 _unavailable(f"a RabbitMQ node with a TLS listener did not start within "
                              f"{START_TIMEOUT_S:g} s:\n{server.text()[-3000:]}")
