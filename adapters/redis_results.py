@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
 
 from reference.adapters.lua_scripts import lua
 from reference.adapters.redis_errors import redis_call, unavailable
 from reference.adapters.redis_keys import RequestKeys
+from reference.adapters.redis_pipeline import AutoPipeline
 from reference.records import MalformedRecord, ResultRecord
 
 # A final record is never overwritten. Finality is kept in a marker key beside the record
@@ -36,6 +38,9 @@ class RedisResultStore:
     def __init__(self, client: RedisClient, *, key_prefix: str = "") -> None:
         self._redis = client
         self._keys = RequestKeys(key_prefix)
+        # On one Redis the commands of one loop turn share one round trip; a cluster's client
+        # routes each command to its slot's node itself.
+        self._pipe = AutoPipeline(client) if isinstance(client, Redis) else None
         self._finish = client.register_script(lua("finish"))
         self._progress = client.register_script(lua("progress"))
         self._begin = client.register_script(lua("begin"))
@@ -72,20 +77,35 @@ class RedisResultStore:
 
     async def close(self) -> None:
         assert isinstance(self._redis, Redis)
+        if self._pipe is not None:
+            await self._pipe.close()
         await self._redis.aclose(close_connection_pool=True)
+
+    def _call(self, *args: Any) -> Awaitable[Any]:
+        """One command, pipelined with the others of this loop turn on one Redis."""
+        if self._pipe is not None:
+            return self._pipe.call(*args)
+        return self._redis.execute_command(*args)
+
+    def _run(self, script: AsyncScript, keys: list[Any], args: list[Any]) -> Awaitable[Any]:
+        """One registered script, pipelined as EVALSHA on one Redis."""
+        if self._pipe is not None:
+            return self._pipe.script(script, keys, args)
+        return script(keys=keys, args=args)
 
     async def create(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
         """The first record of a new request; False (nothing written) if the id is taken."""
-        created = await redis_call("SET NX", self._redis.set(
-            self._key(request_id), record.to_json(), nx=True, px=_ms(ttl_s)))
+        created = await redis_call("SET NX", self._call(
+            "SET", self._key(request_id), record.to_json(), "NX", "PX", _ms(ttl_s)))
         return bool(created)
 
     async def put(self, request_id: str, record: ResultRecord, *, ttl_s: float) -> bool:
         if record.is_final:
             return await self._write_final(request_id, record, ttl_s, holder=None)
         keys = [self._key(request_id), self._marker_key(request_id)]
-        return bool(await redis_call("progress script", self._progress(
-            keys=keys, args=[record.to_json(), _ms(ttl_s), self.updates_channel, request_id])))
+        return bool(await redis_call("progress script", self._run(
+            self._progress, keys,
+            [record.to_json(), _ms(ttl_s), self.updates_channel, request_id])))
 
     async def begin(self, request_id: str, holder: str, running: ResultRecord, *,
                     claim_ttl_s: float, running_ttl_s: float, start_limit: int = 5,
@@ -95,7 +115,7 @@ class RedisResultStore:
         args: list[str | bytes | int] = [
             holder, _ms(claim_ttl_s), running.to_json(), _ms(running_ttl_s), start_limit,
             _ms(starts_ttl_s), self.updates_channel, request_id]
-        state = await redis_call("begin script", self._begin(keys=keys, args=args))
+        state = await redis_call("begin script", self._run(self._begin, keys, args))
         return state.decode() if isinstance(state, bytes) else str(state)
 
     async def finish(self, request_id: str, holder: str, final: ResultRecord, *,
@@ -111,10 +131,10 @@ class RedisResultStore:
         args: list[str | bytes | int] = [
             final.to_json(), _ms(ttl_s), self.finals_channel, request_id,
             "1" if holder is not None else ""]
-        return bool(await redis_call("finish script", self._finish(keys=keys, args=args)))
+        return bool(await redis_call("finish script", self._run(self._finish, keys, args)))
 
     async def get(self, request_id: str) -> ResultRecord | None:
-        return _parse(await redis_call("GET", self._redis.get(self._key(request_id))))
+        return _parse(await redis_call("GET", self._call("GET", self._key(request_id))))
 
     async def get_many(self, request_ids: Sequence[str]) -> list[ResultRecord | None]:
         if not request_ids:
@@ -124,17 +144,16 @@ class RedisResultStore:
 
     async def _mget(self, keys: list[str]) -> list[Any]:
         """The values of `keys`, in their order: one MGET (all keys on one server)."""
-        assert isinstance(self._redis, Redis)
-        return await self._redis.mget(keys)
+        return list(await self._call("MGET", *keys))
 
     async def renew_claim(self, request_id: str, holder: str, *, ttl_s: float) -> bool:
         key = self._claim_key(request_id)
         return bool(await redis_call("renew script",
-                                     self._renew(keys=[key], args=[holder, _ms(ttl_s)])))
+                                     self._run(self._renew, [key], [holder, _ms(ttl_s)])))
 
     async def release_claim(self, request_id: str, holder: str) -> None:
         keys = [self._claim_key(request_id), self._starts_key(request_id)]
-        await redis_call("release script", self._release(keys=keys, args=[holder]))
+        await redis_call("release script", self._run(self._release, keys, [holder]))
 
     async def subscribe_finals(self) -> RedisFinalsSubscription:
         return await self._subscribe(self.finals_channel)

@@ -21,8 +21,10 @@ ignored (the stream starts afresh at 1).
 
 How changes arrive: the core publishes the request id on `<prefix>reference:updates` with each
 Running write (BEGIN, PROGRESS) and on `<prefix>reference:finals` with the final record. Each
-API process holds one subscription to both (`UpdatesHub`) and sets the `changed` event of each
-stream open on that request; a stream then re-reads the record with one GET (notices that come
+API process holds one subscription to both (`UpdatesHub`) while it has streams open (a stream
+waits for it before its first read, so no notice falls in between; it is dropped after
+`IDLE_UNSUBSCRIBE_S` without streams, so that a process that serves no streams reads no
+notices) and sets the `changed` event of each stream open on that request; a stream then re-reads the record with one GET (notices that come
 meanwhile coalesce into the next read; past a burst of `READ_BURST` reads, a stream reads at
 most `READ_RATE_PER_S` times a second, so a flood of progress costs Redis little). A lost
 subscription is restored with backoff, and every open stream re-reads after the restore; a read
@@ -76,6 +78,7 @@ READ_BURST = 10  # re-reads a stream may make back to back; then ...
 READ_RATE_PER_S = 20.0  # ... this many a second at most (notices in between coalesce)
 RECONNECT_MAX_S = 5.0  # the longest pause between attempts to restore the subscription
 READ_RETRY_S = 0.1  # a failed read is tried again after this, doubling up to SAFETY_REREAD_S
+IDLE_UNSUBSCRIBE_S = 10.0  # the subscription is dropped after this long without open streams
 
 EVENTS_PATH = "/requests/<request_id>/events"
 LAST_EVENT_ID = re.compile(r"([1-9][0-9]{0,8})-([0-9a-f]{16})")
@@ -110,11 +113,16 @@ class UpdatesHub:
         self.read_rate_per_s = READ_RATE_PER_S
         self.reconnect_max_s = RECONNECT_MAX_S
         self.read_retry_s = READ_RETRY_S
+        self.idle_unsubscribe_s = IDLE_UNSUBSCRIBE_S
         self.closing = False
         self.restores = 0  # subscriptions restored after a loss
         self._open = 0
         self._waiters: dict[str, set[_Waiter]] = {}
         self._subscription: FinalsSubscription | None = None
+        self._subscribing = asyncio.Lock()
+        self._lost = False  # the subscription failed while streams were open
+        self._idle_since: float | None = None  # when the last stream closed
+        self._wanted = asyncio.Event()  # a stream opened: the listener has work
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -126,13 +134,9 @@ class UpdatesHub:
         return self._subscription is not None
 
     async def start(self) -> None:
-        """Subscribe (before the app serves, so that no notice can come too early), then
-        listen in the background; a store that is away now is subscribed to later."""
+        """Listen in the background; the subscription is made when the first stream opens
+        (`ready`), and dropped after `idle_unsubscribe_s` without streams."""
         self.closing = False
-        try:
-            self._subscription = await self.results.subscribe_updates()
-        except StoreUnavailable as exc:
-            log.warning("updates subscription: %s; trying again in the background", exc)
         self._task = asyncio.get_running_loop().create_task(
             keep_running(self._listen, name="updates listener", on_error=self._drop,
                          backoff=Backoff(0.1, self.reconnect_max_s)),
@@ -157,7 +161,32 @@ class UpdatesHub:
         waiter = _Waiter(request_id)
         self._waiters.setdefault(request_id, set()).add(waiter)
         self._open += 1
+        self._idle_since = None
+        self._wanted.set()
         return waiter
+
+    async def ready(self) -> None:
+        """Subscribed (when the store answers): a stream calls this after `open` and before
+        its first read, so that every change after that read is noticed. A store that is
+        away now is subscribed to by the listener later (the stream's safety re-reads cover
+        the gap, as after a lost subscription)."""
+        if self._subscription is not None:
+            return
+        try:
+            await self._subscribe()
+        except StoreUnavailable as exc:
+            log.warning("updates subscription: %s; trying again in the background", exc)
+
+    async def _subscribe(self) -> None:
+        async with self._subscribing:
+            if self._subscription is not None:
+                return
+            self._subscription = await self.results.subscribe_updates()
+            if self._lost:  # notices sent while we were away are lost: every stream re-reads
+                self._lost = False
+                self.restores += 1
+                log.info("updates subscription restored")
+                self._wake_all()
 
     def release(self, waiter: _Waiter) -> None:
         group = self._waiters.get(waiter.request_id)
@@ -167,6 +196,8 @@ class UpdatesHub:
         self._open -= 1
         if not group:
             del self._waiters[waiter.request_id]
+        if not self._waiters:
+            self._idle_since = asyncio.get_running_loop().time()
 
     def _notify(self, request_id: str) -> None:
         for waiter in self._waiters.get(request_id, ()):
@@ -177,17 +208,33 @@ class UpdatesHub:
             for waiter in group:
                 waiter.changed.set()
 
-    async def _drop(self, _: BaseException | None) -> None:
+    async def _drop(self, error: BaseException | None) -> None:
         old, self._subscription = self._subscription, None
+        if error is not None and old is not None:
+            self._lost = True
         await close_quietly(old)
 
     async def _listen(self) -> None:
-        """One notice; (re)subscribes first when the subscription was lost."""
+        """One notice; (re)subscribes first when the subscription was lost. Without open
+        streams: wait for one, and drop the subscription once idle long enough."""
+        if not self._waiters:
+            self._wanted.clear()
+            if self._subscription is not None:
+                idle_for = asyncio.get_running_loop().time() - (self._idle_since or 0.0)
+                if self._idle_since is not None and idle_for >= self.idle_unsubscribe_s:
+                    await self._drop(None)
+                    return
+                # Keep reading meanwhile, so notices do not pile up on the connection.
+                await self._subscription.next(min(1.0, self.idle_unsubscribe_s))
+                return
+            self._lost = False  # nobody waits: nothing to re-read when it comes back
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wanted.wait()
+            return
         if self._subscription is None:
-            self._subscription = await self.results.subscribe_updates()
-            self.restores += 1
-            log.info("updates subscription restored")
-            self._wake_all()  # notices sent while we were away are lost: every stream re-reads
+            await self._subscribe()
+        assert self._subscription is not None
         request_id = await self._subscription.next(1.0)
         if request_id is not None:
             self._notify(request_id)
@@ -238,6 +285,7 @@ def install_events_route(app: Sanic[Any, Any]) -> None:
             return _error(503, "unavailable", f"{why}; try again later",
                           headers={"Retry-After": "1"})
         try:
+            await hub.ready()  # subscribed before the first read
             record = await hub.results.get(request_id)  # StoreUnavailable: the app's 503
             if record is None or not _owned(record, principal.sub):
                 return _error(404, "not_found", NOT_FOUND)
