@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -86,3 +87,18 @@ def test_with_opentelemetry_the_worker_span_is_a_child_of_the_api_span(
     assert headers["traceparent"].split("-")[2] == f"{producer.context.span_id:016x}"
     assert consumer.attributes["messaging.message.id"] == "r1"
     assert consumer.attributes["reference.action"] == "createUser"
+
+
+def test_installed_but_not_configured_makes_no_spans() -> None:
+    """With OpenTelemetry installed and no tracer provider set (a fresh process), no span is
+    made and the client's traceparent passes unchanged, as without OpenTelemetry."""
+    code = (
+        "from reference import tracing\n"
+        "assert tracing._otel() is not None and not tracing.enabled()\n"
+        f"with tracing.producer_span({{'traceparent': {PARENT!r}}}, queue='q', action='a',\n"
+        "                            request_id='r') as headers:\n"
+        f"    assert headers == {{'traceparent': {PARENT!r}}}, headers\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
