@@ -23,16 +23,17 @@ How changes arrive: the core publishes the request id on `<prefix>reference:upda
 Running write (BEGIN, PROGRESS) and on `<prefix>reference:finals` with the final record. Each
 API process holds one subscription to both (`UpdatesHub`) while it has streams open (a stream
 waits for it before its first read, so no notice falls in between; it is dropped after
-`IDLE_UNSUBSCRIBE_S` without streams, so that a process that serves no streams reads no
-notices) and sets the `changed` event of each stream open on that request; a stream then re-reads the record with one GET (notices that come
-meanwhile coalesce into the next read; past a burst of `READ_BURST` reads, a stream reads at
-most `READ_RATE_PER_S` times a second, so a flood of progress costs Redis little). A lost
-subscription is restored with backoff, and every open stream re-reads after the restore; a read
-that fails (a pooled connection that died in the outage) is tried again after `READ_RETRY_S`,
-doubling; each stream also re-reads after `SAFETY_REREAD_S` without a notice, so a lost notice
-(or a core that announces only finals) costs latency, not an event. While the record has not
-changed the stream sends nothing; a record that expires (or becomes unreadable) ends the stream
-without an event, and a reconnect then gets 404.
+`IDLE_UNSUBSCRIBE_S` without streams, so that a process that serves no streams reads no notices)
+and sets the `changed` event of each stream open on that request; a stream then re-reads the
+record with one GET (notices that come meanwhile coalesce into the next read; past a burst of
+`READ_BURST` reads, a stream reads at most `READ_RATE_PER_S` times a second, so a flood of
+progress costs Redis little). A lost subscription is restored with backoff, and every open
+stream re-reads after the restore; a read that fails (a pooled connection that died in the
+outage) is tried again after `READ_RETRY_S`, doubling; each stream also re-reads after
+`SAFETY_REREAD_S` without a notice, so a lost notice (or a core that announces only finals)
+costs latency, not an event. While the record has not changed the stream sends nothing; a record
+that expires (or becomes unreadable) ends the stream without an event, and a reconnect then gets
+404.
 
 Bounds, per connection: a stream ends after `DURATION_FACTOR` x REFERENCE_REQUEST_TIMEOUT_S
 (300 s by default; EventSource reconnects and resumes); a comment line is sent after
