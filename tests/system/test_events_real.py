@@ -48,7 +48,7 @@ async def pipeline(settings: Settings, *, workers: int = 0) -> AsyncIterator[Pip
         yield pipe
 
 
-@pytest.mark.parametrize("mode", ["poll", "batch", "push"])
+@pytest.mark.parametrize("mode", ["poll", "batch", "push", "reply"])
 async def test_stream_follows_a_job_on_real_brokers(real: RealBrokers, mode: str) -> None:
     """On RabbitMQ and Redis, in every completion mode, the stream shows Queued, Running with
     each progress, then Success, and ends."""
