@@ -102,11 +102,13 @@ def _really_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-async def _amqp(call: Any) -> Any:
-    """Await one driver operation; any failure of it is BrokerUnavailable."""
+async def _amqp(call: Any, *, answers: tuple[type[BaseException], ...] = ()) -> Any:
+    """Await one driver operation; any failure of it is BrokerUnavailable, except `answers`:
+    the broker's replies that mean something else to the caller, raised as they are."""
+    passed: tuple[type[BaseException], ...] = (ReferenceServiceError, *answers)
     try:
         return await call
-    except ReferenceServiceError:
+    except passed:
         raise
     except asyncio.CancelledError as exc:
         if _really_cancelled():
@@ -356,11 +358,11 @@ class RabbitMQBroker:
             now = time.monotonic()
             if not force and now < self._retry_at:
                 raise BrokerUnavailable("rabbitmq unavailable: reconnecting")
-            try:
-                conn = await self._connect_any()
-            except Exception as exc:  # aiormq can fail a handshake with StopAsyncIteration too
+            try:  # aiormq can fail a handshake with StopAsyncIteration too
+                conn: AbstractConnection = await _amqp(self._connect_any())
+            except BrokerUnavailable:
                 self._retry_at = now + self._backoff.next()
-                raise _unavailable(exc) from exc
+                raise
             self._conn, self._publisher, self._utility, self._replier = conn, None, None, None
             self._ever_connected = True
             self._backoff.reset()
@@ -486,15 +488,14 @@ class RabbitMQBroker:
         try:
             for name, args in ((queue + ".dlq", None), (queue, self._queue_arguments(queue))):
                 try:
-                    await channel.queue_declare(name, durable=True, arguments=args,
-                                                timeout=OPERATION_TIMEOUT_S)
+                    await _amqp(channel.queue_declare(name, durable=True, arguments=args,
+                                                      timeout=OPERATION_TIMEOUT_S),
+                                answers=(ChannelPreconditionFailed,))
                 except ChannelPreconditionFailed as exc:
                     raise QueueMismatch(
                         f"queue {name!r} already exists with other arguments "
                         f"({_reply_text(exc)}); delete it or use the same REFERENCE_QUEUE_TYPE "
                         f"and REFERENCE_DELIVERY_LIMIT") from None
-                except Exception as exc:
-                    raise _unavailable(exc) from exc
         finally:
             if not channel.is_closed:
                 with contextlib.suppress(Exception):
@@ -513,10 +514,10 @@ class RabbitMQBroker:
         )
         channel = await self._publishing_channel()
         try:
-            confirm = await channel.basic_publish(
+            confirm = await _amqp(channel.basic_publish(
                 body, routing_key=queue, properties=properties, mandatory=True,
                 timeout=OPERATION_TIMEOUT_S,
-            )
+            ), answers=(DeliveryError, ChannelPreconditionFailed))  # PublishError: a return
         except PublishError as exc:
             raise Unroutable(f"no queue named {queue!r}: the broker returned the message") from exc
         except DeliveryError as exc:
@@ -527,12 +528,6 @@ class RabbitMQBroker:
             # "PRECONDITION_FAILED - fast reply consumer does not exist". The channel is gone.
             raise BrokerUnavailable(f"rabbitmq closed the publishing channel: "
                                     f"{_reply_text(exc)}") from exc
-        except asyncio.CancelledError as exc:
-            if _really_cancelled():
-                raise
-            raise _unavailable(exc) from exc
-        except Exception as exc:
-            raise _unavailable(exc) from exc
         if not isinstance(confirm, spec.Basic.Ack):
             self._retire_publisher(channel)
             raise BrokerUnavailable(f"publish not confirmed: {confirm!r}")
