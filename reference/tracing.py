@@ -81,13 +81,9 @@ def producer_span(incoming: Mapping[str, Any], *, queue: str, action: str,
     if otel is None:
         yield trace_context(incoming)
         return
-    trace, propagate, tracer = otel
-    parent = propagate.extract(trace_context(incoming))
-    with tracer.start_as_current_span(
-            f"{queue} publish", context=parent, kind=trace.SpanKind.PRODUCER,
-            attributes=_attributes(queue, action, request_id, "publish")):
+    with _span(otel, incoming, "publish", otel[0].SpanKind.PRODUCER, queue, action, request_id):
         carrier: dict[str, str] = {}
-        propagate.inject(carrier)
+        otel[1].inject(carrier)
         yield trace_context(carrier)
 
 
@@ -99,16 +95,20 @@ def consumer_span(headers: Mapping[str, Any], *, queue: str, action: str,
     if otel is None:
         yield
         return
-    trace, propagate, tracer = otel
-    parent = propagate.extract(trace_context(headers))
-    with tracer.start_as_current_span(
-            f"{queue} process", context=parent, kind=trace.SpanKind.CONSUMER,
-            attributes=_attributes(queue, action, request_id, "process")):
+    with _span(otel, headers, "process", otel[0].SpanKind.CONSUMER, queue, action, request_id):
         yield
 
 
-def _attributes(queue: str, action: str, request_id: str, operation: str) -> dict[str, str]:
+@contextlib.contextmanager
+def _span(otel: Any, headers: Mapping[str, Any], operation: str, kind: Any, queue: str,
+          action: str, request_id: str) -> Iterator[None]:
+    """A current span `<queue> <operation>`, its parent the trace context in `headers`."""
+    _, propagate, tracer = otel
+    parent = propagate.extract(trace_context(headers))
     # OpenTelemetry's messaging semantic conventions, and the action as our own attribute.
-    return {"messaging.system": "rabbitmq", "messaging.operation.type": operation,
-            "messaging.destination.name": queue, "messaging.message.id": request_id,
-            "reference.action": action}
+    attributes = {"messaging.system": "rabbitmq", "messaging.operation.type": operation,
+                  "messaging.destination.name": queue, "messaging.message.id": request_id,
+                  "reference.action": action}
+    with tracer.start_as_current_span(f"{queue} {operation}", context=parent, kind=kind,
+                                      attributes=attributes):
+        yield
