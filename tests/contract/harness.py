@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from reference.fakes.memory_broker import InMemoryBroker
 from reference.ports import Delivery, MessageBroker
+
+T = TypeVar("T")
 
 WAIT_S = 5.0
 
@@ -54,44 +56,41 @@ class MemoryHarness(BrokerHarness):
         await client.ping()  # the adapter's supervisor reconnects; the fake on the next call
 
 
-class Replies:
-    """Collects reply bodies from `consume_replies`, with the task each came in."""
+class _Collector(Generic[T]):
+    """Collects what a consumer is handed; waits for it with a bound."""
 
     def __init__(self) -> None:
-        self.items: asyncio.Queue[tuple[bytes, asyncio.Task[Any] | None]] = asyncio.Queue()
+        self.items: asyncio.Queue[T] = asyncio.Queue()
+
+    async def _take(self, timeout: float) -> T:
+        return await asyncio.wait_for(self.items.get(), timeout)
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await self._take(seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+class Replies(_Collector[tuple[bytes, "asyncio.Task[Any] | None"]]):
+    """Collects reply bodies from `consume_replies`, with the task each came in."""
 
     async def __call__(self, body: bytes) -> None:
         await self.items.put((body, asyncio.current_task()))
 
     async def next(self, timeout: float = WAIT_S) -> bytes:
-        return (await asyncio.wait_for(self.items.get(), timeout))[0]
-
-    async def nothing_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self.items.get(), seconds)
-        except TimeoutError:
-            return True
-        return False
+        return (await self._take(timeout))[0]
 
 
-class Inbox:
+class Inbox(_Collector[Delivery]):
     """Collects deliveries from a consumer; waits for them with a bound."""
-
-    def __init__(self) -> None:
-        self.items: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def __call__(self, delivery: Delivery) -> None:
         await self.items.put(delivery)
 
     async def next(self, timeout: float = WAIT_S) -> Delivery:
-        return await asyncio.wait_for(self.items.get(), timeout)
-
-    async def nothing_within(self, seconds: float) -> bool:
-        try:
-            await asyncio.wait_for(self.items.get(), seconds)
-        except TimeoutError:
-            return True
-        return False
+        return await self._take(timeout)
 
 
 async def get_eventually(broker: MessageBroker, queue: str, timeout: float = WAIT_S) -> Delivery:
